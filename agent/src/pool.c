@@ -1,0 +1,121 @@
+/* pool.c - the warm pool: sandboxes started ahead of demand, each with a
+ * ready kernel, so that a create is a claim (a pointer pop and a cgroup
+ * update) instead of a start. One refill thread owns starting them; claims
+ * come from handler threads. The pool list is guarded by table_lock. */
+#include "session.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kf/log.h"
+#include "kf/util.h"
+
+static pthread_t g_pool_thread;
+static int g_pool_running;
+
+void kf_pool_add(kf_agent *a, kf_session *s) {
+    pthread_mutex_lock(&a->table_lock);
+    s->state = KF_SS_POOLED;
+    s->pool_next = a->pool;
+    a->pool = s;
+    a->pool_ready++;
+    pthread_mutex_unlock(&a->table_lock);
+}
+
+kf_session *kf_pool_claim(kf_agent *a, const kf_limits *l) {
+    pthread_mutex_lock(&a->table_lock);
+    kf_session **pp = &a->pool;
+    while (*pp) {
+        kf_session *s = *pp;
+        /* The volume is made at start: only its size must match. */
+        if (s->limits.disk_bytes == l->disk_bytes && s->limits.disk_inodes == l->disk_inodes) {
+            *pp = s->pool_next;
+            s->pool_next = NULL;
+            s->state = KF_SS_STARTING;
+            a->pool_ready--;
+            a->pool_claims_total++;
+            pthread_cond_broadcast(&a->table_cond);
+            pthread_mutex_unlock(&a->table_lock);
+            return s;
+        }
+        pp = &s->pool_next;
+    }
+    pthread_cond_broadcast(&a->table_cond); /* a miss is demand too */
+    pthread_mutex_unlock(&a->table_lock);
+    return NULL;
+}
+
+kf_session *kf_pool_claim_any(kf_agent *a) {
+    pthread_mutex_lock(&a->table_lock);
+    kf_session *s = a->pool;
+    if (s) {
+        a->pool = s->pool_next;
+        s->pool_next = NULL;
+        a->pool_ready--;
+    }
+    pthread_mutex_unlock(&a->table_lock);
+    return s;
+}
+
+static void *pool_loop(void *arg) {
+    kf_agent *a = arg;
+    int failures = 0;
+    for (;;) {
+        pthread_mutex_lock(&a->table_lock);
+        while (!a->stopping &&
+               (a->pool_ready >= a->cfg.pool_size ||
+                a->n_sessions + a->pool_ready >= a->cfg.max_sessions)) {
+            pthread_cond_wait(&a->table_cond, &a->table_lock);
+        }
+        int stop = a->stopping;
+        if (!stop)
+            a->pool_starting++;
+        pthread_mutex_unlock(&a->table_lock);
+        if (stop)
+            break;
+        kf_error err = {0};
+        int64_t t0 = kf_mono_ms();
+        kf_session *s = kf_session_start_cold(a, &a->cfg.defaults, &err);
+        pthread_mutex_lock(&a->table_lock);
+        a->pool_starting--;
+        pthread_mutex_unlock(&a->table_lock);
+        if (s) {
+            failures = 0;
+            kf_pool_add(a, s);
+            kf_debug("pool: sandbox %s ready in %lld ms", s->sbid, (long long)(kf_mono_ms() - t0));
+        } else {
+            /* Back off so a broken host does not spin; claims fall back to cold starts. */
+            failures++;
+            kf_warn("pool: cannot start a warm sandbox: %s", err.msg);
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += failures < 6 ? (1 << failures) : 60;
+            pthread_mutex_lock(&a->table_lock);
+            if (!a->stopping)
+                pthread_cond_timedwait(&a->table_cond, &a->table_lock, &ts);
+            pthread_mutex_unlock(&a->table_lock);
+        }
+    }
+    return NULL;
+}
+
+int kf_pool_start(kf_agent *a) {
+    if (pthread_create(&g_pool_thread, NULL, pool_loop, a) != 0)
+        return -EAGAIN;
+    g_pool_running = 1;
+    return 0;
+}
+
+/* Stops the refill thread. Warm sandboxes are kept: they are re-adopted
+ * into the pool on the next start. */
+void kf_pool_stop(kf_agent *a) {
+    pthread_mutex_lock(&a->table_lock);
+    a->stopping = 1;
+    pthread_cond_broadcast(&a->table_cond);
+    pthread_mutex_unlock(&a->table_lock);
+    if (g_pool_running)
+        pthread_join(g_pool_thread, NULL);
+    g_pool_running = 0;
+}

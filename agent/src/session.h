@@ -1,0 +1,164 @@
+/* session.h - a session, the agent's table of them, and the operations
+ * on them (create, claim from the pool, delete, restart, expire, re-adopt).
+ *
+ * Ownership and locking:
+ *  - kf_agent owns the table; `table_lock` guards the id index, the pool
+ *    list, tombstones, the uid slots and every session's `state` field.
+ *  - a kf_session is reference counted (kf_session_unref); a lookup returns
+ *    a reference. Its `lock` serialises everything that touches the kernel
+ *    (an execution, a restart, teardown) and is held for their duration; an
+ *    Execute that finds it held answers ABORTED ("busy") instead of waiting.
+ *  - the kernel connection (`conn`) and pidfds belong to whoever holds
+ *    `lock`.
+ *
+ * State machine (see ARCHITECTURE.md):
+ *   STARTING -> POOLED (warm, no client yet) -> READY <-> BUSY
+ *   READY/BUSY -> RESTARTING -> READY;  READY -> DELETING -> gone
+ *   READY -> EXPIRED (idle or lifetime) -> gone, tombstone kept
+ */
+#ifndef KF_AGENT_SESSION_H
+#define KF_AGENT_SESSION_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "kernel_client.h"
+#include "kf/error.h"
+
+#define KF_ID_MAX 64
+
+typedef enum {
+    KF_SS_STARTING = 1,
+    KF_SS_POOLED,
+    KF_SS_READY,
+    KF_SS_BUSY,
+    KF_SS_RESTARTING,
+    KF_SS_DELETING,
+    KF_SS_EXPIRED,
+} kf_session_state;
+
+typedef struct kf_session {
+    /* immutable after creation (or after a pool claim, under table_lock) */
+    char id[KF_ID_MAX + 1];   /* client-visible session id; "" while pooled */
+    char sbid[32];            /* sandbox id: directory and cgroup name */
+    uint32_t slot;            /* uid = uid_base + slot */
+    uid_t uid;
+    gid_t gid;
+    kf_limits limits;
+    char key[KF_KERNEL_KEY_LEN + 1];
+    int64_t created_ms;       /* unix ms */
+    int from_pool;
+
+    /* under table_lock */
+    kf_session_state state;
+    int refs;
+    int in_table;
+    int64_t last_active_ms;   /* unix ms */
+
+    /* under lock */
+    pthread_mutex_t lock;
+    pid_t pid1;               /* host pid of the sandbox's PID 1 */
+    uint64_t pid1_start;      /* its start time (clock ticks), guards pid reuse */
+    pid_t kernel_pid;         /* host pid of the kernel */
+    int kernel_pidfd;
+    kf_kernel_conn *conn;
+    uint32_t exec_count;
+    uint32_t kernel_restarts;
+    char notice[256];         /* told to the client with the next Execute */
+
+    struct kf_session *pool_next;
+} kf_session;
+
+typedef struct kf_tombstone {
+    char id[KF_ID_MAX + 1];
+    char reason[160];
+    int64_t when_ms;
+} kf_tombstone;
+
+#define KF_TOMBSTONES 4096
+
+typedef struct kf_agent {
+    kf_agent_config cfg;
+    void *zmq_ctx;
+
+    pthread_mutex_t table_lock;
+    pthread_cond_t table_cond;
+    kf_session **sessions; /* open hash by id, capacity sessions_cap */
+    size_t sessions_cap;
+    size_t n_sessions;     /* client sessions (not pooled) */
+    kf_session *pool;      /* warm sandboxes, LIFO */
+    size_t pool_ready;
+    size_t pool_starting;
+    uint8_t *slots;        /* uid slot in use */
+    kf_tombstone *tombstones; /* ring */
+    size_t tomb_next;
+    int stopping;
+    uint64_t creates_total, pool_claims_total;
+} kf_agent;
+
+/* Table. All take table_lock internally. */
+int kf_agent_init(kf_agent *a, const kf_agent_config *cfg, kf_error *err);
+void kf_agent_done(kf_agent *a);
+
+/* kf_agent_lookup - a referenced session by client id, or NULL and err set:
+ * NOT_FOUND "no session X", or FAILED_PRECONDITION "session X expired: ..."
+ * when a tombstone says so. */
+kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err);
+void kf_session_ref(kf_agent *a, kf_session *s);
+void kf_session_unref(kf_agent *a, kf_session *s);
+
+/* kf_agent_list - referenced snapshot of client sessions; caller unrefs each
+ * and frees the array. */
+int kf_agent_list(kf_agent *a, kf_session ***out, size_t *n);
+
+void kf_agent_tombstone_load(kf_agent *a, const char *id, const char *reason, int64_t when_ms);
+int kf_agent_slot_alloc(kf_agent *a, uint32_t *slot);
+void kf_agent_slot_free(kf_agent *a, uint32_t slot);
+void kf_agent_slot_mark(kf_agent *a, uint32_t slot);
+/* kf_agent_insert - put a session with its id in the index (takes a ref). */
+int kf_agent_insert(kf_agent *a, kf_session *s, kf_error *err);
+/* kf_agent_remove - drop from the index; optional tombstone reason. */
+void kf_agent_remove(kf_agent *a, kf_session *s, const char *tombstone_reason);
+kf_session *kf_session_new(void);
+const char *kf_session_state_name(kf_session_state st);
+int kf_session_id_valid(const char *id);
+
+/* Operations (session_ops.c). Blocking; callers are handler threads. */
+kf_session *kf_session_start_cold(kf_agent *a, const kf_limits *l, kf_error *err);
+int kf_op_create(kf_agent *a, const kf_limits *req, kf_session **out, kf_error *err);
+int kf_op_delete(kf_agent *a, const char *id, kf_error *err);
+int kf_op_restart(kf_agent *a, kf_session *s, const char *why, kf_error *err); /* holds s->lock */
+int kf_op_interrupt(kf_agent *a, kf_session *s, kf_error *err);
+/* kf_op_expire_due - expire sessions past idle or lifetime (reaper). */
+void kf_op_expire_due(kf_agent *a);
+
+/* Sandbox life (sandbox_spawn.c). */
+int kf_sandbox_start(kf_agent *a, kf_session *s, kf_error *err);
+int kf_sandbox_restart_kernel(kf_agent *a, kf_session *s, kf_error *err); /* holds s->lock */
+int kf_sandbox_connect(kf_agent *a, kf_session *s, int64_t deadline_ms, kf_error *err);
+void kf_sandbox_destroy(kf_agent *a, kf_session *s); /* holds s->lock */
+int kf_sandbox_alive(kf_session *s);
+void kf_sandbox_paths(const kf_agent *a, const kf_session *s, const char *leaf, char *out, size_t size);
+uint64_t kf_proc_start_time(pid_t pid);
+
+/* Persistence (session_store.c). */
+int kf_store_save(kf_agent *a, kf_session *s);
+/* kf_store_recover - re-adopt every sandbox found under state_dir. */
+int kf_store_recover(kf_agent *a);
+int kf_store_tombstone(kf_agent *a, const char *id, const char *reason);
+
+/* Pool (pool.c). */
+kf_session *kf_pool_claim(kf_agent *a, const kf_limits *l);
+/* kf_pool_claim_any - take any warm sandbox (for purge); NULL when empty. */
+kf_session *kf_pool_claim_any(kf_agent *a);
+int kf_pool_start(kf_agent *a);
+void kf_pool_stop(kf_agent *a);
+void kf_pool_add(kf_agent *a, kf_session *s);
+
+/* Background loop (reaper.c): expiry, dead kernels. */
+int kf_reaper_start(kf_agent *a);
+void kf_reaper_stop(kf_agent *a);
+
+#endif

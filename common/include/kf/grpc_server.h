@@ -1,0 +1,83 @@
+/* grpc_server.h - a small blocking-handler server over gRPC core (C API).
+ *
+ * One thread drives the server's completion queue and only accepts calls;
+ * each accepted call gets its own pluck completion queue and runs its
+ * handler on a thread of its own, written as straight-line blocking code
+ * (recv, send, send, finish). The number of calls handled at once is
+ * bounded (max_calls); past it a call is refused with RESOURCE_EXHAUSTED.
+ *
+ * A kf_call belongs to its handler thread: only that thread may use it.
+ * Ownership of messages: kf_call_recv returns a message the caller frees
+ * with protobuf_c_message_free_unpacked(m, NULL); kf_call_send copies.
+ */
+#ifndef KF_GRPC_SERVER_H
+#define KF_GRPC_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "kf/error.h"
+
+typedef struct kf_server kf_server;
+typedef struct kf_call kf_call;
+
+typedef void (*kf_handler_fn)(kf_call *call, void *userdata);
+
+typedef struct kf_method {
+    const char *path; /* "/kfleet.v1.Sessions/CreateSession" */
+    kf_handler_fn fn;
+    void *userdata;
+} kf_method;
+
+/* kf_server_new - methods is copied (the strings must outlive the server).
+ * Calls gRPC init. */
+int kf_server_new(kf_server **out, const kf_method *methods, size_t n, size_t max_calls);
+
+/* kf_server_listen - add a listening address: "unix:/path" or "host:port".
+ * Before kf_server_start only. */
+int kf_server_listen(kf_server *s, const char *addr, kf_error *err);
+
+/* kf_server_start - start serving (spawns the accept thread). */
+int kf_server_start(kf_server *s, kf_error *err);
+
+/* kf_server_free - stop accepting, cancel calls in flight, wait for every
+ * handler to return, tear everything down. NULL-safe. Blocks. */
+void kf_server_free(kf_server *s);
+
+/* Handler-side API. All block the handler thread only. */
+
+/* kf_call_recv - next client message, unpacked as desc. Returns NULL at the
+ * end of the client's stream (*eof = 1) or on error/malformed/cancelled
+ * input (*eof = 0). */
+ProtobufCMessage *kf_call_recv(kf_call *c, const ProtobufCMessageDescriptor *desc, int *eof);
+
+/* kf_call_send - send one message (initial metadata goes with the first).
+ * Waits until gRPC has taken it (this is the stream's flow control).
+ * Returns 0, or -ECANCELED when the client is gone. */
+int kf_call_send(kf_call *c, const ProtobufCMessage *msg);
+
+/* kf_call_finish - send the final status (and message text). Once only. */
+int kf_call_finish(kf_call *c, kf_status status, const char *message);
+
+/* kf_call_reply - unary success: send msg then status OK. */
+int kf_call_reply(kf_call *c, const ProtobufCMessage *msg);
+
+/* kf_call_fail - finish with the status and message carried by e. */
+int kf_call_fail(kf_call *c, const kf_error *e);
+
+/* kf_call_cancelled - non-blocking: 1 if the client cancelled or went away,
+ * or the call's deadline passed. */
+int kf_call_cancelled(kf_call *c);
+
+/* kf_call_metadata - value of a request metadata key (lowercase), copied
+ * into buf (NUL-terminated). Returns 0, -ENOENT, or -ENOSPC. */
+int kf_call_metadata(kf_call *c, const char *key, char *buf, size_t size);
+
+/* kf_call_deadline_ms - the call's deadline as kf_mono_ms() time, or
+ * INT64_MAX when there is none. */
+int64_t kf_call_deadline_ms(kf_call *c);
+
+const char *kf_call_method(kf_call *c);
+
+#endif

@@ -1,0 +1,50 @@
+/* util.h - small helpers shared by every kfleet binary: clocks, random ids,
+ * bounded file I/O and atomic file replacement. No global state. */
+#ifndef KF_UTIL_H
+#define KF_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Monotonic milliseconds / microseconds (CLOCK_MONOTONIC). */
+int64_t kf_mono_ms(void);
+int64_t kf_mono_us(void);
+/* Wall-clock milliseconds since the epoch. */
+int64_t kf_unix_ms(void);
+
+/* kf_random_id - `prefix` followed by `nhex` random lowercase hex digits
+ * (getrandom). Writes at most `size` bytes including the NUL. Returns 0 or
+ * a negative errno (-ENOSPC if it doesn't fit). */
+int kf_random_id(char *out, size_t size, const char *prefix, size_t nhex);
+
+/* kf_read_file - read a whole file, at most `max` bytes (-EFBIG past that).
+ * On success *out is a NUL-terminated malloc'd buffer (caller frees) and
+ * *len its length. */
+int kf_read_file(const char *path, size_t max, char **out, size_t *len);
+
+/* kf_write_file_atomic - write `data` to `path` via a temp file + fsync +
+ * rename, mode `mode`. Readers see the old or the new content, never a mix. */
+int kf_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
+
+/* kf_write_string - write a short string to an existing file (sysfs,
+ * procfs, cgroupfs style: one write, no create, no truncate). */
+int kf_write_string(const char *path, const char *s);
+
+/* kf_mkdir_p - mkdir -p with `mode` for created components. */
+int kf_mkdir_p(const char *path, mode_t mode);
+
+/* kf_rm_rf_at - remove `name` under dirfd recursively without following
+ * symlinks and without crossing mount points. */
+int kf_rm_rf(const char *path);
+
+/* kf_utf8_valid - true if buf[0..len) is well-formed UTF-8 (no overlongs,
+ * no surrogates, <= U+10FFFF). */
+int kf_utf8_valid(const char *buf, size_t len);
+
+/* kf_parse_size - "512M", "2G", "1048576", "1.5G" -> bytes. Returns 0 or -EINVAL. */
+int kf_parse_size(const char *s, uint64_t *out);
+/* kf_parse_duration_ms - "120s", "2m", "500ms", "1h", "30" (seconds) -> ms. */
+int kf_parse_duration_ms(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,32 @@
+"""Fixtures for the integration suite: one shared agent per module, plus
+helpers to make fresh sessions that are deleted afterwards."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import kfleet_harness as h  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def agent():
+    h.require_root()
+    a = h.Agent(pool=1, extra=["--max-upload", "8M"]).start()
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def client(agent):
+    return agent.client()
+
+
+@pytest.fixture
+def session(client):
+    s = client.create()
+    yield s.id
+    try:
+        client.delete(s.id)
+    except Exception:
+        pass

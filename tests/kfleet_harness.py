@@ -1,0 +1,246 @@
+"""kfleet test harness: builds Python gRPC stubs from the project's .proto,
+starts a real kfleet-agent (as root) on a private state dir and socket, and
+offers a small client for the tests. Shared by tests/integration and
+tests/isolation."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.environ.get("KF_BUILD_DIR", os.path.join(ROOT, "build"))
+
+_stub_dir = None
+
+
+def stubs():
+    """Generates kfleet/v1/*_pb2*.py once per process and imports them."""
+    global _stub_dir
+    if _stub_dir is None:
+        _stub_dir = tempfile.mkdtemp(prefix="kf-pb-")
+        protos = [os.path.join(ROOT, "proto", "kfleet", "v1", p)
+                  for p in ("sessions.proto", "agent.proto")]
+        subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", os.path.join(ROOT, "proto"),
+                        "--python_out", _stub_dir, "--grpc_python_out", _stub_dir] + protos,
+                       check=True)
+        for d in ("kfleet", os.path.join("kfleet", "v1")):
+            open(os.path.join(_stub_dir, d, "__init__.py"), "a").close()
+        sys.path.insert(0, _stub_dir)
+    from kfleet.v1 import sessions_pb2, sessions_pb2_grpc  # noqa: E402
+    return sessions_pb2, sessions_pb2_grpc
+
+
+def binary(name):
+    for cand in (os.path.join(BUILD, "agent", name), os.path.join(BUILD, "agent", "sandbox", name),
+                 os.path.join(BUILD, "tools", name)):
+        if os.path.exists(cand):
+            return cand
+    raise FileNotFoundError(f"{name} not built under {BUILD}")
+
+
+class Agent:
+    """A kfleet-agent process with its own state dir and unix socket."""
+
+    def __init__(self, pool=0, extra=(), uid_base=None):
+        self.dir = tempfile.mkdtemp(prefix="kfa-", dir="/var/tmp")
+        self.state = os.path.join(self.dir, "s")
+        self.sock = os.path.join(self.dir, "agent.sock")
+        self.pool = pool
+        self.extra = list(extra)
+        # distinct uid ranges per agent so parallel agents never share a uid
+        self.uid_base = uid_base or 300000 + (os.getpid() % 1000) * 1000
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "agent.log")
+
+    def args(self):
+        return [binary("kfleet-agent"), "--state-dir", self.state, "--listen", self.sock,
+                "--sandbox", binary("kfleet-sandbox"), "--pool", str(self.pool),
+                "--uid-base", str(self.uid_base), "--node-name", "test-node"] + self.extra
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args(), stdout=self.log, stderr=self.log)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.logs()}")
+            if os.path.exists(self.sock):
+                try:
+                    self.client().list()
+                    return
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.05)
+        raise TimeoutError("agent did not come up:\n" + self.logs())
+
+    def wait_pool(self, n, timeout=120):
+        """Waits until the agent reports n warm sandboxes (from its log)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.logs().count("pool: sandbox") >= n or self._pool_dirs() >= n:
+                return
+            time.sleep(0.1)
+        raise TimeoutError("pool did not fill")
+
+    def _pool_dirs(self):
+        d = os.path.join(self.state, "sb")
+        if not os.path.isdir(d):
+            return 0
+        import json
+        n = 0
+        for e in os.listdir(d):
+            try:
+                with open(os.path.join(d, e, "session.json")) as f:
+                    if json.load(f).get("id") == "":
+                        n += 1
+            except (OSError, ValueError):
+                pass
+        return n
+
+    def logs(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+            self.log = None
+
+    def kill9(self):
+        self.stop(signal.SIGKILL)
+
+    def purge(self):
+        subprocess.run(self.args() + ["--purge"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=120)
+
+    def close(self):
+        self.stop()
+        self.purge()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def client(self):
+        return Client(f"unix:{self.sock}")
+
+
+class ExecResult:
+    def __init__(self, events, pb):
+        self.events = events
+        self.pb = pb
+        results = [e.result for e in events if e.WhichOneof("event") == "result"]
+        self.result = results[-1] if results else None
+
+    @property
+    def status(self):
+        return self.pb.ExecStatus.Name(self.result.status) if self.result else None
+
+    @property
+    def stdout(self):
+        return "".join(e.stream.text for e in self.events
+                       if e.WhichOneof("event") == "stream" and e.stream.name == 1)
+
+    @property
+    def stderr(self):
+        return "".join(e.stream.text for e in self.events
+                       if e.WhichOneof("event") == "stream" and e.stream.name == 2)
+
+    def displays(self):
+        return [e.display for e in self.events if e.WhichOneof("event") == "display"]
+
+    def mime(self, mime_type):
+        for d in self.displays():
+            for it in d.items:
+                if it.mime_type == mime_type:
+                    return it.data
+        return None
+
+    def errors(self):
+        return [e.error for e in self.events if e.WhichOneof("event") == "error"]
+
+    def notices(self):
+        return [e.notice for e in self.events if e.WhichOneof("event") == "notice"]
+
+
+class Client:
+    def __init__(self, target):
+        self.pb, grpc_mod = stubs()
+        self.channel = grpc.insecure_channel(target)
+        self.stub = grpc_mod.SessionsStub(self.channel)
+
+    def create(self, timeout=120, **limits):
+        return self.stub.CreateSession(
+            self.pb.CreateSessionRequest(limits=self.pb.Limits(**limits)), timeout=timeout)
+
+    def get(self, sid):
+        return self.stub.GetSession(self.pb.GetSessionRequest(session_id=sid), timeout=30)
+
+    def list(self):
+        return self.stub.ListSessions(self.pb.ListSessionsRequest(), timeout=30).sessions
+
+    def delete(self, sid):
+        return self.stub.DeleteSession(self.pb.DeleteSessionRequest(session_id=sid), timeout=60)
+
+    def execute(self, sid, code, timeout_ms=0, rpc_timeout=300):
+        events = list(self.stub.Execute(
+            self.pb.ExecuteRequest(session_id=sid, code=code, timeout_ms=timeout_ms),
+            timeout=rpc_timeout))
+        return ExecResult(events, self.pb)
+
+    def run(self, sid, code, **kw):
+        """Executes and asserts success; returns stdout."""
+        r = self.execute(sid, code, **kw)
+        assert r.status == "EXEC_STATUS_OK", (r.status, r.result, r.errors(), r.stderr)
+        return r.stdout
+
+    def interrupt(self, sid):
+        return self.stub.Interrupt(self.pb.InterruptRequest(session_id=sid), timeout=30)
+
+    def restart(self, sid):
+        return self.stub.RestartKernel(self.pb.RestartKernelRequest(session_id=sid), timeout=120)
+
+    def upload(self, sid, path, data, chunk=1 << 20, mode=0):
+        def gen():
+            yield self.pb.UploadFileRequest(
+                header=self.pb.UploadFileHeader(session_id=sid, path=path, mode=mode))
+            for i in range(0, len(data), chunk):
+                yield self.pb.UploadFileRequest(chunk=data[i:i + chunk])
+        return self.stub.UploadFile(gen(), timeout=120)
+
+    def download(self, sid, path):
+        return b"".join(c.data for c in self.stub.DownloadFile(
+            self.pb.DownloadFileRequest(session_id=sid, path=path), timeout=120))
+
+    def list_files(self, sid, path=""):
+        return self.stub.ListFiles(self.pb.ListFilesRequest(session_id=sid, path=path), timeout=30).files
+
+    def delete_file(self, sid, path):
+        return self.stub.DeleteFile(self.pb.DeleteFileRequest(session_id=sid, path=path), timeout=30)
+
+
+def require_root():
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("needs root (namespaces, cgroups, loop devices)")
