@@ -195,6 +195,12 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
 
 int kf_limits_resolve(const kf_agent_config *c, const kf_limits *req, kf_limits *out, kf_error *err) {
     *out = *req;
+    /* A volume holds at most one inode per 2 KiB (ext4 needs room for its
+     * inode tables); the default count shrinks with a small volume. */
+    if (!out->disk_inodes && out->disk_bytes) {
+        uint64_t cap = out->disk_bytes / 2048;
+        out->disk_inodes = c->defaults.disk_inodes < cap ? c->defaults.disk_inodes : cap;
+    }
 #define DEF(f) if (!out->f) out->f = c->defaults.f
     DEF(memory_bytes); DEF(cpu_millis); DEF(pids); DEF(exec_timeout_ms); DEF(disk_bytes);
     DEF(disk_inodes); DEF(idle_timeout_s); DEF(max_lifetime_s);
@@ -205,6 +211,12 @@ int kf_limits_resolve(const kf_agent_config *c, const kf_limits *req, kf_limits 
     CHECK_RANGE(exec_timeout_ms, 100, "exec_timeout_ms", "ms");
     CHECK_RANGE(disk_bytes, 4 * MiB, "disk_bytes", "bytes");
     CHECK_RANGE(disk_inodes, 64, "disk_inodes", "inodes");
+    if (out->disk_inodes > out->disk_bytes / 2048)
+        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
+                            "limits.disk_inodes = %llu is too many for a %llu byte volume (at most "
+                            "one inode per 2 KiB: %llu)",
+                            (unsigned long long)out->disk_inodes, (unsigned long long)out->disk_bytes,
+                            (unsigned long long)(out->disk_bytes / 2048));
     CHECK_RANGE(idle_timeout_s, 1, "idle_timeout_s", "s");
     CHECK_RANGE(max_lifetime_s, 1, "max_lifetime_s", "s");
     return 0;

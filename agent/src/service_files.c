@@ -242,6 +242,7 @@ void kf_svc_list_files(kf_call *c, void *ud) {
         fis[i].is_dir = ents[i].is_dir;
         fis[i].mtime_unix_ms = ents[i].mtime_ms;
         fis[i].mode = ents[i].mode;
+        fis[i].is_symlink = ents[i].is_symlink;
         ptrs[i] = &fis[i];
     }
     Kfleet__V1__ListFilesResponse resp = KFLEET__V1__LIST_FILES_RESPONSE__INIT;

@@ -86,8 +86,12 @@ def test_symlinks_are_never_followed(client, session):
                                    grpc.StatusCode.NOT_FOUND), p
     with pytest.raises(grpc.RpcError):
         client.upload(session, "up/owned", b"x")
-    with pytest.raises(grpc.RpcError):
-        client.list_files(session, "up")
+    # listing a link shows the link itself, never what it points at
+    try:
+        listed = [(f.path, f.is_symlink) for f in client.list_files(session, "up")]
+        assert listed == [("up", True)], listed
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
     # deleting a link removes the link, not its target
     client.delete_file(session, "shadow")
     assert "shadow" not in [f.path for f in client.list_files(session)]

@@ -70,6 +70,10 @@ def record_of(agent, sid):
             continue
         if rec.get("id") == sid:
             rec["sbid"] = e
+            # numbers are stored as strings (exact past 2^53)
+            for k in ("uid", "gid", "pid1", "slot"):
+                if k in rec:
+                    rec[k] = int(rec[k])
             return rec
     raise KeyError(sid)
 
