@@ -1,13 +1,378 @@
-/* cmd_bench.c - "kfleetctl bench": placeholder until the load generator
- * lands; the noun is registered so the command line is stable. */
+/* cmd_bench.c - "kfleetctl bench": measurements, not tests. Each verb
+ * prints one figure per line as "NAME VALUE UNIT" so scripts/bench.sh can
+ * put it beside its baseline, measured in the same run:
+ *   create  - CreateSession latency (cold or warm, as the server's pool allows)
+ *   exec    - Execute round trip of a tiny statement through the server
+ *   direct  - the same round trip from a bare C ZMQ client (kf_kernel) to a
+ *             bare local ipykernel: the baseline for "exec"
+ *   memory  - the agent's own memory per idle session (RSS delta / N) and
+ *             the sessions' cgroup memory
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
 
 #include "cmd_bench.h"
+#include "kernel_client.h"
+#include "kf/cleanup.h"
+#include "kf/util.h"
+#include "kfleet/v1/sessions.pb-c.h"
+
+#define MAX_COUNT 100000
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void print_stats(const char *name, double *v, size_t n) {
+    if (n == 0)
+        return;
+    qsort(v, n, sizeof(*v), cmp_double);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += v[i];
+    size_t p99 = (size_t)((double)(n - 1) * 0.99 + 0.5);
+    printf("%s.p50 %.3f ms\n%s.p99 %.3f ms\n%s.mean %.3f ms\n%s.min %.3f ms\n%s.n %zu runs\n", name,
+           v[(n - 1) / 2], name, v[p99], name, sum / (double)n, name, v[0], name, n);
+}
+
+typedef struct bench_opts {
+    unsigned count;
+    const char *code;
+    const char *python;
+    pid_t agent_pid;
+    uint64_t memory;
+} bench_opts;
+
+static int parse_opts(const char *cmd, int argc, char **argv, const kf_cli_globals *gin,
+                      kf_cli_globals *g, bench_opts *o, const char *help) {
+    enum { OPT_COUNT = KF_OPT_LOCAL, OPT_CODE, OPT_PYTHON, OPT_PID, OPT_MEMORY };
+    static const struct option longopts[] = {
+        KF_CLI_GLOBAL_LONGOPTS,
+        {"count", required_argument, NULL, OPT_COUNT},
+        {"code", required_argument, NULL, OPT_CODE},
+        {"python", required_argument, NULL, OPT_PYTHON},
+        {"agent-pid", required_argument, NULL, OPT_PID},
+        {"memory", required_argument, NULL, OPT_MEMORY},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *g = *gin;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "+:h" KF_CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
+        char *end;
+        switch (c) {
+        case 'h':
+            kf_cli_help(stdout, help);
+            return KF_EXIT_OK;
+        case OPT_COUNT:
+            o->count = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || o->count == 0 || o->count > MAX_COUNT)
+                return kf_cli_usage_error(cmd, "--count must be 1..%d", MAX_COUNT);
+            break;
+        case OPT_CODE: o->code = optarg; break;
+        case OPT_PYTHON: o->python = optarg; break;
+        case OPT_PID:
+            o->agent_pid = (pid_t)strtol(optarg, &end, 10);
+            if (*end || o->agent_pid <= 0)
+                return kf_cli_usage_error(cmd, "--agent-pid must be a pid");
+            break;
+        case OPT_MEMORY:
+            if (kf_parse_size(optarg, &o->memory) < 0)
+                return kf_cli_usage_error(cmd, "--memory: '%s' is not a size", optarg);
+            break;
+        default: {
+            int r = kf_cli_global_option(cmd, c, optarg, g);
+            if (r == 1)
+                break;
+            if (r < 0)
+                return KF_EXIT_USAGE;
+            return kf_cli_bad_option(cmd, c, argv);
+        }
+        }
+    }
+    return kf_cli_check_args(cmd, "", argc, argv, 0, 0) == KF_CLI_GO ? KF_CLI_GO : KF_EXIT_USAGE;
+}
+
+static int create_session(kf_grpc_client *cl, uint64_t memory, Kfleet__V1__Session **out) {
+    Kfleet__V1__CreateSessionRequest req = KFLEET__V1__CREATE_SESSION_REQUEST__INIT;
+    Kfleet__V1__Limits lim = KFLEET__V1__LIMITS__INIT;
+    lim.memory_bytes = memory;
+    req.limits = &lim;
+    kf_rpc_status st;
+    int r = kf_grpc_unary(cl, KF_SESSIONS_METHOD("CreateSession"), &req.base,
+                          &kfleet__v1__session__descriptor, 120000, (ProtobufCMessage **)out, &st);
+    if (r < 0)
+        kf_cli_rpc_error(&st);
+    return r;
+}
+
+static void delete_session(kf_grpc_client *cl, const char *id) {
+    Kfleet__V1__DeleteSessionRequest req = KFLEET__V1__DELETE_SESSION_REQUEST__INIT;
+    req.session_id = (char *)id;
+    ProtobufCMessage *resp = NULL;
+    kf_rpc_status st;
+    if (kf_grpc_unary(cl, KF_SESSIONS_METHOD("DeleteSession"), &req.base,
+                      &kfleet__v1__delete_session_response__descriptor, 60000, &resp, &st) < 0)
+        kf_cli_rpc_error(&st);
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+/* One Execute call; returns 0 when it ended with EXEC_STATUS_OK. */
+static int execute(kf_grpc_client *cl, const char *id, const char *code) {
+    Kfleet__V1__ExecuteRequest req = KFLEET__V1__EXECUTE_REQUEST__INIT;
+    req.session_id = (char *)id;
+    req.code = (char *)code;
+    kf_rpc_status st;
+    kf_grpc_call *call = NULL;
+    if (kf_grpc_server_stream_start(cl, KF_SESSIONS_METHOD("Execute"), &req.base,
+                                    &kfleet__v1__execute_event__descriptor, 300000, &call, &st) < 0)
+        return kf_cli_rpc_error(&st), -EIO;
+    int ok = -EIO, r;
+    ProtobufCMessage *m;
+    while ((r = kf_grpc_stream_next(call, &m, &st)) == 1) {
+        Kfleet__V1__ExecuteEvent *ev = (void *)m;
+        if (ev->event_case == KFLEET__V1__EXECUTE_EVENT__EVENT_RESULT &&
+            ev->result->status == KFLEET__V1__EXEC_STATUS__EXEC_STATUS_OK)
+            ok = 0;
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    if (r < 0)
+        kf_cli_rpc_error(&st);
+    kf_grpc_call_free(call);
+    return r < 0 ? -EIO : ok;
+}
+
+static const char create_help[] =
+    "Usage: kfleetctl bench create [--count N] [--memory SIZE]\n\n"
+    "Creates N sessions one after another, timing each CreateSession, then deletes them.\n"
+    "Whether a create is warm or cold depends on the server's pool (reported as warm_hits).\n";
+
+static int bench_create(int argc, char **argv, const kf_cli_globals *gin) {
+    kf_cli_globals g;
+    bench_opts o = {.count = 10};
+    int r = parse_opts("bench create", argc, argv, gin, &g, &o, create_help);
+    if (r != KF_CLI_GO)
+        return r;
+    kf_grpc_client *cl;
+    if ((r = kf_cli_connect(&g, &cl)) != 0)
+        return r;
+    _cleanup_free_ double *lat = calloc(o.count, sizeof(double));
+    _cleanup_free_ Kfleet__V1__Session **made = calloc(o.count, sizeof(*made));
+    size_t n = 0, warm = 0;
+    for (unsigned i = 0; i < o.count && lat && made; i++) {
+        int64_t t0 = kf_mono_us();
+        if (create_session(cl, o.memory, &made[n]) < 0)
+            break;
+        lat[n] = (double)(kf_mono_us() - t0) / 1000.0;
+        warm += made[n]->from_warm_pool;
+        n++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        delete_session(cl, made[i]->id);
+        protobuf_c_message_free_unpacked(&made[i]->base, NULL);
+    }
+    kf_grpc_client_free(cl);
+    print_stats("create", lat, n);
+    printf("create.warm_hits %zu of %zu\n", warm, n);
+    return n == o.count ? KF_EXIT_OK : KF_EXIT_USAGE;
+}
+
+static const char exec_help[] =
+    "Usage: kfleetctl bench exec [--count N] [--code CODE]\n\n"
+    "Creates a session and times N Execute round trips of CODE (default 1+1) after 20 warm-up runs.\n";
+
+static int bench_exec(int argc, char **argv, const kf_cli_globals *gin) {
+    kf_cli_globals g;
+    bench_opts o = {.count = 200, .code = "1+1"};
+    int r = parse_opts("bench exec", argc, argv, gin, &g, &o, exec_help);
+    if (r != KF_CLI_GO)
+        return r;
+    kf_grpc_client *cl;
+    if ((r = kf_cli_connect(&g, &cl)) != 0)
+        return r;
+    Kfleet__V1__Session *s = NULL;
+    if (create_session(cl, 0, &s) < 0) {
+        kf_grpc_client_free(cl);
+        return KF_EXIT_USAGE;
+    }
+    _cleanup_free_ double *lat = calloc(o.count, sizeof(double));
+    size_t n = 0;
+    for (int i = 0; i < 20; i++)
+        execute(cl, s->id, o.code);
+    for (unsigned i = 0; i < o.count && lat; i++) {
+        int64_t t0 = kf_mono_us();
+        if (execute(cl, s->id, o.code) < 0)
+            break;
+        lat[n++] = (double)(kf_mono_us() - t0) / 1000.0;
+    }
+    delete_session(cl, s->id);
+    protobuf_c_message_free_unpacked(&s->base, NULL);
+    kf_grpc_client_free(cl);
+    print_stats("exec", lat, n);
+    return n == o.count ? KF_EXIT_OK : KF_EXIT_USAGE;
+}
+
+/* Finds a child's kernel by starting it; used only by "direct". */
+static int start_bare_kernel(const char *python, const char *conn, pid_t *pid) {
+    char *argv[] = {(char *)python, "-m", "ipykernel_launcher", "-f", (char *)conn, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    extern char **environ;
+    int r = posix_spawn(pid, python, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    return -r;
+}
+
+static int ignore_event(void *ud, const kf_kernel_event *ev) {
+    (void)ud;
+    (void)ev;
+    return 0;
+}
+
+static const char direct_help[] =
+    "Usage: kfleetctl bench direct [--count N] [--code CODE] [--python PATH]\n\n"
+    "The baseline of 'bench exec': starts a bare local ipykernel (no sandbox, no agent) and times\n"
+    "N round trips of CODE from a C ZMQ client, after 20 warm-up runs. Also reports the kernel's\n"
+    "start-to-ready time as seen by that client.\n";
+
+static int bench_direct(int argc, char **argv, const kf_cli_globals *gin) {
+    kf_cli_globals g;
+    bench_opts o = {.count = 200, .code = "1+1", .python = "/usr/bin/python3"};
+    int r = parse_opts("bench direct", argc, argv, gin, &g, &o, direct_help);
+    if (r != KF_CLI_GO)
+        return r;
+    char dir[] = "/tmp/kfbench-XXXXXX";
+    if (!mkdtemp(dir))
+        return kf_cli_usage_error("bench direct", "mkdtemp: %s", strerror(errno));
+    char conn[64], prefix[64], key[KF_KERNEL_KEY_LEN + 1];
+    snprintf(conn, sizeof(conn), "%s/conn.json", dir);
+    snprintf(prefix, sizeof(prefix), "%s/k", dir);
+    kf_error err = {0};
+    void *zctx = zmq_ctx_new();
+    kf_kernel_conn *kc = NULL;
+    pid_t pid = 0;
+    int rc = KF_EXIT_USAGE;
+    _cleanup_free_ double *lat = calloc(o.count, sizeof(double));
+    size_t n = 0;
+    int64_t t0 = kf_mono_us();
+    if (kf_kernel_key_new(key) < 0 ||
+        kf_kernel_conn_file_write(conn, prefix, key, getuid(), getgid(), &err) < 0 ||
+        start_bare_kernel(o.python, conn, &pid) < 0 ||
+        kf_kernel_conn_open(&kc, zctx, prefix, key, (uid_t)-1, kf_mono_ms() + 60000, &err) < 0 ||
+        kf_kernel_wait_ready(kc, kf_mono_ms() + 60000, -1, &err) < 0) {
+        fprintf(stderr, "kfleetctl bench direct: %s\n", err.msg[0] ? err.msg : "cannot start a kernel");
+        goto out;
+    }
+    printf("direct.start_ready %.3f ms\n", (double)(kf_mono_us() - t0) / 1000.0);
+    for (unsigned i = 0; i < o.count + 20 && lat; i++) {
+        kf_exec_outcome oc;
+        int64_t s0 = kf_mono_us();
+        if (kf_kernel_exec_start(kc, o.code, strlen(o.code), &err) < 0 ||
+            kf_kernel_exec_wait(kc, kf_mono_ms() + 60000, -1, ignore_event, NULL, &oc, &err) < 0) {
+            fprintf(stderr, "kfleetctl bench direct: %s\n", err.msg);
+            goto out;
+        }
+        if (i >= 20)
+            lat[n++] = (double)(kf_mono_us() - s0) / 1000.0;
+    }
+    print_stats("direct", lat, n);
+    rc = KF_EXIT_OK;
+out:
+    kf_kernel_conn_close(kc);
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    zmq_ctx_term(zctx);
+    kf_rm_rf(dir);
+    return rc;
+}
+
+static long rss_kib(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    _cleanup_free_ char *buf = NULL;
+    if (kf_read_file(path, 1 << 16, &buf, NULL) < 0)
+        return -1;
+    char *p = strstr(buf, "VmRSS:");
+    return p ? strtol(p + 6, NULL, 10) : -1;
+}
+
+static const char memory_help[] =
+    "Usage: kfleetctl bench memory --agent-pid PID [--count N]\n\n"
+    "Creates N idle sessions and reports the agent's resident memory per session (RSS delta / N)\n"
+    "and the mean memory of a session's own cgroup (its kernel), then deletes them.\n";
+
+static int bench_memory(int argc, char **argv, const kf_cli_globals *gin) {
+    kf_cli_globals g;
+    bench_opts o = {.count = 10};
+    int r = parse_opts("bench memory", argc, argv, gin, &g, &o, memory_help);
+    if (r != KF_CLI_GO)
+        return r;
+    if (!o.agent_pid)
+        return kf_cli_usage_error("bench memory", "--agent-pid is required");
+    kf_grpc_client *cl;
+    if ((r = kf_cli_connect(&g, &cl)) != 0)
+        return r;
+    long before = rss_kib(o.agent_pid);
+    _cleanup_free_ Kfleet__V1__Session **made = calloc(o.count, sizeof(*made));
+    size_t n = 0;
+    for (unsigned i = 0; i < o.count && made; i++) {
+        if (create_session(cl, 0, &made[n]) < 0)
+            break;
+        execute(cl, made[n]->id, "x = 1");
+        n++;
+    }
+    sleep(1);
+    long after = rss_kib(o.agent_pid);
+    double kernel_mem = 0;
+    for (size_t i = 0; i < n; i++) {
+        Kfleet__V1__GetSessionRequest req = KFLEET__V1__GET_SESSION_REQUEST__INIT;
+        req.session_id = made[i]->id;
+        ProtobufCMessage *resp = NULL;
+        kf_rpc_status st;
+        if (kf_grpc_unary(cl, KF_SESSIONS_METHOD("GetSession"), &req.base, &kfleet__v1__session__descriptor,
+                          30000, &resp, &st) == 0) {
+            kernel_mem += (double)((Kfleet__V1__Session *)resp)->memory_used_bytes;
+            protobuf_c_message_free_unpacked(resp, NULL);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        delete_session(cl, made[i]->id);
+        protobuf_c_message_free_unpacked(&made[i]->base, NULL);
+    }
+    kf_grpc_client_free(cl);
+    if (n == 0 || before < 0 || after < 0)
+        return KF_EXIT_USAGE;
+    printf("memory.agent_rss_before %ld KiB\nmemory.agent_rss_after %ld KiB\n", before, after);
+    printf("memory.agent_per_session %.1f KiB\n", (double)(after - before) / (double)n);
+    printf("memory.session_cgroup_mean %.1f MiB\n", kernel_mem / (double)n / 1048576.0);
+    return KF_EXIT_OK;
+}
 
 int kf_cmd_bench(int argc, char **argv, const kf_cli_globals *g) {
-    (void)argc;
-    (void)argv;
-    (void)g;
-    fprintf(stderr, "bench: not built yet\n");
-    return KF_EXIT_USAGE;
+    static const kf_cli_verb verbs[] = {
+        {"create", "[--count N]", "time CreateSession (warm or cold per the server's pool)", bench_create},
+        {"exec", "[--count N] [--code CODE]", "time Execute round trips through the server", bench_exec},
+        {"direct", "[--count N] [--code CODE]", "baseline: a bare local ipykernel from a C ZMQ client",
+         bench_direct},
+        {"memory", "--agent-pid PID [--count N]", "agent memory per idle session", bench_memory},
+    };
+    return kf_cli_dispatch("bench", "Measure latency and memory (see scripts/bench.sh for the full run).",
+                           verbs, KF_ARRAY_SIZE(verbs), argc, argv, g);
 }
