@@ -34,7 +34,7 @@ start_agent() { # POOL
 }
 wait_pool() { # N: warm sandboxes recorded on disk with no session id yet
   for _ in $(seq 1 1200); do
-    n=$(grep -l '"id":""' "$work"/s/sb/*/session.json 2>/dev/null | wc -l)
+    n=$( (grep -l '"id":""' "$work"/s/sb/*/session.json 2>/dev/null || true) | wc -l)
     [ "$n" -ge "$1" ] && return
     sleep 0.25
   done
@@ -43,7 +43,7 @@ get() { awk -v k="$1" '$1 == k {print $2}' "$work/results"; }
 : >"$work/results"
 
 echo "== (a) baseline: bare ipykernel started and made ready by jupyter_client ($COLD_N runs)"
-/usr/bin/python3 - "$COLD_N" >>"$work/results" <<'PY'
+PYDEVD_DISABLE_FILE_VALIDATION=1 /usr/bin/python3 - "$COLD_N" >>"$work/results" 2>>"$work/baseline.log" <<'PY'
 import statistics, sys, time
 from jupyter_client.manager import KernelManager
 runs = []

@@ -183,7 +183,7 @@ static void save_image(exec_ctx *x, const Kfleet__V1__MimeItem *it, const char *
     if (dir)
         r = kf_mkdir_p(dir, 0755);
     if (r == 0)
-        r = kf_write_file_atomic(path, it->data.data, it->data.len, 0644);
+        r = kf_write_file_atomic(path, it->data.data, it->data.len, 0644, 0);
     if (r < 0)
         fprintf(stderr, "kfleetctl: cannot save %s to %s: %s\n", it->mime_type, path, strerror(-r));
     else

@@ -131,7 +131,9 @@ static int spawn_helper(kf_agent *a, kf_session *s, pid_t *pid1, kf_error *err) 
     kf_sandbox_paths(a, s, "run", run, sizeof(run));
     char *argv[] = {
         a->cfg.sandbox_bin, "--id", id_arg, "--uid", uid_arg, "--gid", gid_arg,
-        "--volume", vol, "--run-dir", run, "--rootfs", a->cfg.rootfs, "--",
+        "--volume", vol, "--run-dir", run, "--rootfs", a->cfg.rootfs,
+        /* debugpy (imported by ipykernel) warns on every start otherwise */
+        "--env", "PYDEVD_DISABLE_FILE_VALIDATION=1", "--",
         a->cfg.python, "-m", "ipykernel_launcher", "-f", "/run/kernel/conn.json", NULL,
     };
     int in[2], out[2];

@@ -75,13 +75,15 @@ int kf_store_save(kf_agent *a, kf_session *s) {
         return -ENOMEM;
     char path[256];
     kf_sandbox_paths(a, s, "session.json", path, sizeof(path));
-    return kf_write_file_atomic(path, text, strlen(text), 0600);
+    /* No fsync: the record must survive an agent crash, which the page
+     * cache gives; after a power loss there is no running kernel to find. */
+    return kf_write_file_atomic(path, text, strlen(text), 0600, 0);
 }
 
 int kf_store_tombstone(kf_agent *a, const char *id, const char *reason) {
     char path[512];
     snprintf(path, sizeof(path), "%s/tombstones/%s", a->cfg.state_dir, id);
-    return kf_write_file_atomic(path, reason, strlen(reason), 0600);
+    return kf_write_file_atomic(path, reason, strlen(reason), 0600, 0);
 }
 
 static void load_tombstones(kf_agent *a) {

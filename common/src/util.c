@@ -85,9 +85,10 @@ int kf_read_file(const char *path, size_t max, char **out, size_t *len) {
     return 0;
 }
 
-int kf_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode) {
+int kf_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, int flags) {
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
+    /* per thread: two threads may replace the same file at once */
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)gettid()) >= (int)sizeof(tmp))
         return -ENAMETOOLONG;
     int r = 0;
     {
@@ -107,7 +108,7 @@ int kf_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
             p += w;
             left -= (size_t)w;
         }
-        if (r == 0 && fdatasync(fd) < 0)
+        if (r == 0 && (flags & KF_WRITE_DURABLE) && fdatasync(fd) < 0)
             r = -errno;
     }
     if (r == 0 && rename(tmp, path) < 0)

@@ -7,12 +7,10 @@ import os
 import platform
 import signal
 import subprocess
-import time
 
 import pytest
 
-from conftest import (assert_bystander, assert_healthy, cgroup_pids, probe, read_cg, record_of,
-                      wait_for)
+from conftest import assert_bystander, assert_healthy, cgroup_pids, probe, read_cg, record_of
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64",
                                 reason="raw syscall numbers and machine code in these probes are x86_64's")

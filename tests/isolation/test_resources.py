@@ -4,7 +4,6 @@ machine is not hurt; what matters is that each limit holds and that the
 agent, the other sessions and the session itself come through."""
 import os
 import shutil
-import subprocess
 import threading
 import time
 
@@ -107,7 +106,8 @@ def small_memory_session(client):
         pass
 
 
-@pytest.mark.parametrize("kind", sorted(MEMORY_BOMBS))
+# tmpfs last: its files (and their memory) outlive the kernel it kills
+@pytest.mark.parametrize("kind", ["heap", "mmap", "tmpfs"])
 def test_18_memory_bomb_oom_killed_inside_session(agent, client, small_memory_session, bystander, kind):
     sid = small_memory_session
     rec = record_of(agent, sid)
@@ -125,7 +125,10 @@ def test_18_memory_bomb_oom_killed_inside_session(agent, client, small_memory_se
     assert_bystander(client, bystander)
     # the kernel is back and usable, with fresh state
     after = client.execute(sid, "print('usable', 'kf_before' in globals())", timeout_ms=30000)
-    assert after.status == "EXEC_STATUS_OK", (kind, after.status, after.result, after.errors())
+    assert after.status == "EXEC_STATUS_OK", (
+        kind, after.status, after.result.message,
+        "memory still charged to the session: %s bytes of %s" % (
+            read_cg("memory", rec["sbid"], "memory.usage_in_bytes"), 256 * MiB))
     assert after.stdout == "usable False\n"
     # give tmpfs memory back for the next bomb
     client.run(sid, "import glob, os\nfor p in glob.glob('/dev/shm/kf-fill-*') + glob.glob('/tmp/kf-fill-*') + "

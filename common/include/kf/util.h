@@ -23,9 +23,12 @@ int kf_random_id(char *out, size_t size, const char *prefix, size_t nhex);
  * *len its length. */
 int kf_read_file(const char *path, size_t max, char **out, size_t *len);
 
-/* kf_write_file_atomic - write `data` to `path` via a temp file + fsync +
- * rename, mode `mode`. Readers see the old or the new content, never a mix. */
-int kf_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
+/* kf_write_file_atomic - write `data` to `path` via a temp file + rename,
+ * mode `mode`. Readers see the old or the new content, never a mix. With
+ * KF_WRITE_DURABLE the data is also fdatasync'ed before the rename (it
+ * survives power loss); without, it survives any process crash. */
+#define KF_WRITE_DURABLE 1
+int kf_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, int flags);
 
 /* kf_write_string - write a short string to an existing file (sysfs,
  * procfs, cgroupfs style: one write, no create, no truncate). */
