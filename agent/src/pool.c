@@ -8,9 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kf/log.h"
 #include "kf/util.h"
+
+/* Pause between a claim and the refill it triggers. */
+#define REFILL_DELAY_US 50000
 
 static pthread_t g_pool_thread;
 static int g_pool_running;
@@ -70,11 +74,17 @@ static void *pool_loop(void *arg) {
             pthread_cond_wait(&a->table_cond, &a->table_lock);
         }
         int stop = a->stopping;
-        if (!stop)
-            a->pool_starting++;
+        int refill = a->pool_ready > 0 || a->pool_claims_total > 0;
         pthread_mutex_unlock(&a->table_lock);
         if (stop)
             break;
+        /* A claim just woke us: let the creates of a burst finish before a
+         * sandbox start (mkfs, python: ~1 s of CPU) competes with them. */
+        if (refill)
+            usleep(REFILL_DELAY_US);
+        pthread_mutex_lock(&a->table_lock);
+        a->pool_starting++;
+        pthread_mutex_unlock(&a->table_lock);
         kf_error err = {0};
         int64_t t0 = kf_mono_ms();
         kf_session *s = kf_session_start_cold(a, &a->cfg.defaults, &err);
