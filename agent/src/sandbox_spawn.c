@@ -229,6 +229,13 @@ int kf_sandbox_start(kf_agent *a, kf_session *s, kf_error *err) {
         (r = kf_volume_mount(img, data, err)) < 0 ||
         (r = kf_tmpfs_mount(run, RUN_TMPFS_BYTES, s->uid, s->gid, 0700, err)) < 0)
         goto fail;
+    {
+        /* mkfs's lost+found is noise in the user's /mnt/data; nothing of
+         * the user's is on the fresh volume yet. */
+        char lf[300];
+        snprintf(lf, sizeof(lf), "%s/lost+found", data);
+        rmdir(lf);
+    }
     if ((r = kf_kernel_key_new(s->key)) < 0 ||
         (r = kf_kernel_conn_file_write(conn, "/run/kernel/k", s->key, s->uid, s->gid, err)) < 0)
         goto fail;
