@@ -150,29 +150,43 @@ void kf_svc_upload(kf_call *c, void *ud) {
     kf_session_unref(a, s);
 }
 
+/* Receives a request whose fields are `string session_id = 1; string path =
+ * 2;` (Download/List/DeleteFile), checks the path (empty = `dflt`) and opens
+ * the session's volume root. On success rel holds the checked path and
+ * *rootfd is the caller's; on failure err says why (the call is not
+ * finished). */
+static int recv_path_request(kf_call *c, kf_agent *a, const ProtobufCMessageDescriptor *d,
+                             const char *dflt, char *rel, size_t rel_size, int *rootfd, kf_error *err) {
+    int eof;
+    ProtobufCMessage *m = kf_call_recv(c, d, &eof);
+    if (!m)
+        return kf_error_set(err, -EBADMSG, KF_ST_INVALID_ARGUMENT, "malformed %s", d->short_name);
+    const char *id = *(char **)((char *)m + protobuf_c_message_descriptor_get_field(d, 1)->offset);
+    const char *path = *(char **)((char *)m + protobuf_c_message_descriptor_get_field(d, 2)->offset);
+    if (!path[0] && dflt)
+        path = dflt;
+    int r = kf_path_check(path, strlen(path), rel, rel_size, err);
+    if (r == 0) {
+        kf_session *s = kf_svc_session_volume(a, id, rootfd, err);
+        r = s ? 0 : err->code;
+        kf_session_unref(a, s);
+    }
+    PB_FREE(m);
+    return r;
+}
+
 void kf_svc_download(kf_call *c, void *ud) {
     kf_agent *a = ud;
-    int eof;
     kf_error err = {0};
-    Kfleet__V1__DownloadFileRequest *m = (void *)kf_call_recv(c, &kfleet__v1__download_file_request__descriptor, &eof);
-    if (!m) {
-        kf_call_finish(c, KF_ST_INVALID_ARGUMENT, "malformed DownloadFileRequest");
-        return;
-    }
     char rel[KF_PATH_MAX + 1];
     _cleanup_close_ int rootfd = -1, fd = -1;
-    kf_session *s = NULL;
     struct stat st;
-    if (kf_path_check(m->path, strlen(m->path), rel, sizeof(rel), &err) < 0 ||
-        !(s = kf_svc_session_volume(a, m->session_id, &rootfd, &err)) ||
+    if (recv_path_request(c, a, &kfleet__v1__download_file_request__descriptor, NULL, rel, sizeof(rel),
+                          &rootfd, &err) < 0 ||
         kf_files_open_read(rootfd, rel, &fd, &st, &err) < 0) {
-        PB_FREE(m);
-        kf_session_unref(a, s);
         kf_call_fail(c, &err);
         return;
     }
-    PB_FREE(m);
-    kf_session_unref(a, s);
     _cleanup_free_ uint8_t *buf = malloc(CHUNK);
     if (!buf) {
         kf_call_finish(c, KF_ST_RESOURCE_EXHAUSTED, "out of memory");
@@ -203,29 +217,17 @@ void kf_svc_download(kf_call *c, void *ud) {
 
 void kf_svc_list_files(kf_call *c, void *ud) {
     kf_agent *a = ud;
-    int eof;
     kf_error err = {0};
-    Kfleet__V1__ListFilesRequest *m = (void *)kf_call_recv(c, &kfleet__v1__list_files_request__descriptor, &eof);
-    if (!m) {
-        kf_call_finish(c, KF_ST_INVALID_ARGUMENT, "malformed ListFilesRequest");
-        return;
-    }
     char rel[KF_PATH_MAX + 1];
-    const char *p = m->path[0] ? m->path : ".";
     _cleanup_close_ int rootfd = -1;
-    kf_session *s = NULL;
     kf_file_entry *ents = NULL;
     size_t n = 0;
-    if (kf_path_check(p, strlen(p), rel, sizeof(rel), &err) < 0 ||
-        !(s = kf_svc_session_volume(a, m->session_id, &rootfd, &err)) ||
+    if (recv_path_request(c, a, &kfleet__v1__list_files_request__descriptor, ".", rel, sizeof(rel),
+                          &rootfd, &err) < 0 ||
         kf_files_list(rootfd, rel, &ents, &n, LIST_MAX, &err) < 0) {
-        PB_FREE(m);
-        kf_session_unref(a, s);
         kf_call_fail(c, &err);
         return;
     }
-    PB_FREE(m);
-    kf_session_unref(a, s);
     Kfleet__V1__FileInfo *fis = calloc(n ? n : 1, sizeof(*fis));
     Kfleet__V1__FileInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
     if (!fis || !ptrs) {
@@ -256,26 +258,15 @@ void kf_svc_list_files(kf_call *c, void *ud) {
 
 void kf_svc_delete_file(kf_call *c, void *ud) {
     kf_agent *a = ud;
-    int eof;
     kf_error err = {0};
-    Kfleet__V1__DeleteFileRequest *m = (void *)kf_call_recv(c, &kfleet__v1__delete_file_request__descriptor, &eof);
-    if (!m) {
-        kf_call_finish(c, KF_ST_INVALID_ARGUMENT, "malformed DeleteFileRequest");
-        return;
-    }
     char rel[KF_PATH_MAX + 1];
     _cleanup_close_ int rootfd = -1;
-    kf_session *s = NULL;
-    if (kf_path_check(m->path, strlen(m->path), rel, sizeof(rel), &err) < 0 ||
-        !(s = kf_svc_session_volume(a, m->session_id, &rootfd, &err)) ||
+    if (recv_path_request(c, a, &kfleet__v1__delete_file_request__descriptor, NULL, rel, sizeof(rel),
+                          &rootfd, &err) < 0 ||
         kf_files_delete(rootfd, rel, &err) < 0) {
-        PB_FREE(m);
-        kf_session_unref(a, s);
         kf_call_fail(c, &err);
         return;
     }
-    PB_FREE(m);
-    kf_session_unref(a, s);
     Kfleet__V1__DeleteFileResponse resp = KFLEET__V1__DELETE_FILE_RESPONSE__INIT;
     kf_call_reply(c, &resp.base);
 }

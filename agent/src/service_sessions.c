@@ -112,14 +112,21 @@ static kf_session *lookup_or_fail(kf_call *c, kf_agent *a, const char *id) {
     return s;
 }
 
-static void svc_get(kf_call *c, void *ud) {
-    kf_agent *a = ud;
+/* Receives a request that starts with the session id and looks the session
+ * up; NULL once the call was failed with the reason. */
+static kf_session *recv_session(kf_call *c, kf_agent *a, const ProtobufCMessageDescriptor *d) {
     ProtobufCMessage *m;
-    char *id = recv_session_id(c, &kfleet__v1__get_session_request__descriptor, &m);
+    char *id = recv_session_id(c, d, &m);
     if (!id)
-        return;
+        return NULL;
     kf_session *s = lookup_or_fail(c, a, id);
     PB_FREE(m);
+    return s;
+}
+
+static void svc_get(kf_call *c, void *ud) {
+    kf_agent *a = ud;
+    kf_session *s = recv_session(c, a, &kfleet__v1__get_session_request__descriptor);
     if (!s)
         return;
     Kfleet__V1__Session pb;
@@ -216,12 +223,7 @@ static void svc_execute(kf_call *c, void *ud) {
 
 static void svc_interrupt(kf_call *c, void *ud) {
     kf_agent *a = ud;
-    ProtobufCMessage *m;
-    char *id = recv_session_id(c, &kfleet__v1__interrupt_request__descriptor, &m);
-    if (!id)
-        return;
-    kf_session *s = lookup_or_fail(c, a, id);
-    PB_FREE(m);
+    kf_session *s = recv_session(c, a, &kfleet__v1__interrupt_request__descriptor);
     if (!s)
         return;
     kf_error err = {0};
@@ -236,12 +238,7 @@ static void svc_interrupt(kf_call *c, void *ud) {
 
 static void svc_restart(kf_call *c, void *ud) {
     kf_agent *a = ud;
-    ProtobufCMessage *m;
-    char *id = recv_session_id(c, &kfleet__v1__restart_kernel_request__descriptor, &m);
-    if (!id)
-        return;
-    kf_session *s = lookup_or_fail(c, a, id);
-    PB_FREE(m);
+    kf_session *s = recv_session(c, a, &kfleet__v1__restart_kernel_request__descriptor);
     if (!s)
         return;
     kf_error err = {0};
