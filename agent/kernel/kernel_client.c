@@ -43,6 +43,10 @@ enum { PORT_SHELL = 1, PORT_IOPUB = 2, PORT_STDIN = 3, PORT_CONTROL = 4, PORT_HB
 
 struct kf_kernel_conn {
     void *shell, *control, *iopub, *hb;
+    /* O_PATH fds of the checked socket files; zmq connects through
+     * /proc/self/fd/N, so the inode we checked is the one we reach. */
+    int sockfds[4];
+    size_t n_sockfds;
     kf_jmsg_codec *codec;
     char session[KF_JMSG_ID_LEN + 1];
     kf_jbuf sendbuf;
@@ -129,11 +133,10 @@ int kf_kernel_conn_file_write(const char *path, const char *ipc_prefix, const ch
 
 static int sleep_ms(int ms) { return poll(NULL, 0, ms); }
 
-/* Wait until `path` is a socket owned by expect_uid. lstat: a symlink in
- * the last component is refused, never followed. (Directories above it are
- * the caller's to secure: the socket directory must not be writable by the
- * kernel's user, or it could swap the path between this check and the
- * connect.) */
+/* Wait until `path` exists as a socket owned by expect_uid. lstat: a
+ * symlink in the last component is refused, never followed. The check that
+ * counts is repeated on an O_PATH fd in open_socket (the kernel owns the
+ * directory and could swap the path after this one). */
 static int wait_socket(const char *path, uid_t expect_uid, int64_t deadline_ms, kf_error *err) {
     for (;;) {
         struct stat st;
@@ -156,8 +159,13 @@ static int wait_socket(const char *path, uid_t expect_uid, int64_t deadline_ms, 
     }
 }
 
-static void *open_socket(void *ctx, int type, const char *prefix, int port, uid_t expect_uid,
-                         int64_t deadline_ms, kf_error *err, int *r) {
+/* open_socket - connect a zmq socket of `type` to the kernel socket
+ * prefix-port. The socket file is opened O_PATH|O_NOFOLLOW, checked on that
+ * fd (a socket, owned by expect_uid) and connected through /proc/self/fd/N:
+ * no swap of the path between check and connect can redirect the agent.
+ * The fd is kept in c->sockfds until the connection is closed. */
+static void *open_socket(kf_kernel_conn *c, void *ctx, int type, const char *prefix, int port,
+                         uid_t expect_uid, int64_t deadline_ms, kf_error *err, int *r) {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     if (snprintf(path, sizeof(path), "%s-%d", prefix, port) >= (int)sizeof(path)) {
         *r = kf_error_set(err, -ENAMETOOLONG, 0, "kernel socket prefix too long: %s", prefix);
@@ -166,6 +174,18 @@ static void *open_socket(void *ctx, int type, const char *prefix, int port, uid_
     *r = wait_socket(path, expect_uid, deadline_ms, err);
     if (*r < 0)
         return NULL;
+    int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+        (expect_uid != (uid_t)-1 && st.st_uid != expect_uid)) {
+        *r = kf_error_set(err, -EPERM, 0, "kernel socket %s changed under us: refused", path);
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    c->sockfds[c->n_sockfds++] = fd;
+    char fdpath[32];
+    snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
     void *s = zmq_socket(ctx, type);
     if (!s) {
         *r = kf_error_set(err, -errno, 0, "zmq_socket: %s", zmq_strerror(errno));
@@ -175,8 +195,8 @@ static void *open_socket(void *ctx, int type, const char *prefix, int port, uid_
     int64_t maxsize = KF_JMSG_MAX_BYTES; /* per frame: zmq drops a peer that exceeds it */
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero));
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxsize, sizeof(maxsize));
-    char ep[sizeof(path) + 8];
-    snprintf(ep, sizeof(ep), "ipc://%s", path);
+    char ep[sizeof(fdpath) + 8];
+    snprintf(ep, sizeof(ep), "ipc://%s", fdpath);
     if (zmq_connect(s, ep) < 0) {
         *r = kf_error_set(err, -errno, 0, "connect %s: %s", ep, zmq_strerror(errno));
         zmq_close(s);
@@ -205,20 +225,20 @@ int kf_kernel_conn_open(kf_kernel_conn **out, void *zmq_ctx, const char *host_ip
     }
     /* Shell first: the kernel binds it first, and it is the one we need
      * its own routing id on (stdin, unused, would share it). */
-    c->shell = open_socket(zmq_ctx, ZMQ_DEALER, host_ipc_prefix, PORT_SHELL, expect_uid,
+    c->shell = open_socket(c, zmq_ctx, ZMQ_DEALER, host_ipc_prefix, PORT_SHELL, expect_uid,
                            deadline_ms, err, &r);
     if (c->shell && zmq_setsockopt(c->shell, ZMQ_ROUTING_ID, c->session, KF_JMSG_ID_LEN) < 0)
         r = kf_error_set(err, -errno, 0, "set routing id: %s", zmq_strerror(errno));
     if (r == 0)
-        c->iopub = open_socket(zmq_ctx, ZMQ_SUB, host_ipc_prefix, PORT_IOPUB, expect_uid,
+        c->iopub = open_socket(c, zmq_ctx, ZMQ_SUB, host_ipc_prefix, PORT_IOPUB, expect_uid,
                                deadline_ms, err, &r);
     if (r == 0 && zmq_setsockopt(c->iopub, ZMQ_SUBSCRIBE, "", 0) < 0)
         r = kf_error_set(err, -errno, 0, "subscribe: %s", zmq_strerror(errno));
     if (r == 0)
-        c->control = open_socket(zmq_ctx, ZMQ_DEALER, host_ipc_prefix, PORT_CONTROL, expect_uid,
+        c->control = open_socket(c, zmq_ctx, ZMQ_DEALER, host_ipc_prefix, PORT_CONTROL, expect_uid,
                                  deadline_ms, err, &r);
     if (r == 0)
-        c->hb = open_socket(zmq_ctx, ZMQ_REQ, host_ipc_prefix, PORT_HB, expect_uid, deadline_ms,
+        c->hb = open_socket(c, zmq_ctx, ZMQ_REQ, host_ipc_prefix, PORT_HB, expect_uid, deadline_ms,
                             err, &r);
     if (r == 0) {
         /* A lost echo must not wedge the REQ state machine. */
@@ -241,6 +261,8 @@ void kf_kernel_conn_close(kf_kernel_conn *c) {
     for (size_t i = 0; i < KF_ARRAY_SIZE(socks); i++)
         if (socks[i])
             zmq_close(socks[i]);
+    for (size_t i = 0; i < c->n_sockfds; i++)
+        close(c->sockfds[i]);
     for (size_t i = 0; i < KF_JMSG_MAX_FRAMES; i++)
         zmq_msg_close(&c->frames[i]);
     zmq_msg_close(&c->drain);

@@ -267,6 +267,15 @@ int kf_sandbox_restart_kernel(kf_agent *a, kf_session *s, kf_error *err) {
         return kf_error_set(err, -ESRCH, KF_ST_UNAVAILABLE, "the sandbox of this session is gone");
     kf_kernel_conn_close(s->conn);
     s->conn = NULL;
+    /* Remove the old kernel's socket files first: the agent connects
+     * through the inode it checked, so a stale file left by a killed kernel
+     * must not be found in place of the one the new kernel binds. */
+    for (int port = 1; port <= 5; port++) {
+        char sock[300], leaf[16];
+        snprintf(leaf, sizeof(leaf), "run/k-%d", port);
+        kf_sandbox_paths(a, s, leaf, sock, sizeof(sock));
+        unlink(sock);
+    }
     if (kill(s->pid1, SIGUSR1) < 0)
         return kf_error_set(err, -errno, KF_ST_UNAVAILABLE, "cannot signal the sandbox");
     s->kernel_restarts++;
