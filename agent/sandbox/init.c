@@ -8,7 +8,12 @@
  *                            a restart)
  *   SIGUSR1                  restart: kill everything else in the pid
  *                            namespace (daemons included), reap all, start a
- *                            fresh kernel with the same argv
+ *                            fresh kernel with the same argv; the kernel's
+ *                            process empties /tmp, /dev/shm and the home
+ *                            before it execs (scratch.c: their tmpfs pages
+ *                            stay charged to the session, so a kernel
+ *                            OOM-killed after filling them would leave the
+ *                            next one no memory)
  *   SIGUSR2                  interrupt: SIGINT to the kernel's process group
  *   SIGTERM, SIGINT, SIGHUP  tear down: kill everything, reap, exit 0
  *

@@ -4,7 +4,8 @@
  * survives it and can start a fresh one on request. In the child, in order:
  * default signal state, setsid (its pgid = its pid, for interrupts), stdio
  * from PID 1 (/dev/null, kernel.log), privileges dropped for good (privs.c),
- * the seccomp filter, every other fd closed, execve. A close-on-exec pipe
+ * the scratch dirs emptied as the session's user (scratch.c), the seccomp
+ * filter, every other fd closed, execve. A close-on-exec pipe
  * tells the parent whether the exec happened: EOF with no data means it did;
  * otherwise the child wrote which step failed and why.
  */
@@ -64,6 +65,11 @@ static _Noreturn void child_run(const kf_sb_config *cfg, int status_fd) {
     }
     if (kf_sb_drop_to_user(cfg, &e) < 0)
         child_fail(status_fd, &e);
+    /* Here, not in a process of its own: after a restart the agent takes
+     * the new child of PID 1 for the kernel. Best effort: a kernel with a
+     * fuller /tmp beats no kernel (errors are logged). Empty at the first
+     * start, so nearly free then. */
+    (void)kf_sb_clear_scratch();
     if (kf_sb_seccomp_load(&e) < 0)
         child_fail(status_fd, &e);
     /* libseccomp opened nothing we keep, but make sure: only 0-2 and the

@@ -35,17 +35,21 @@
  *         relaying the report, in the parent pid namespace) must keep the
  *         host's view; RLIMIT_NOFILE/RLIMIT_CORE while still fully root
  *      b. sethostname(ID); bring `lo` up (nothing else exists in the netns)
- *      c. build the root under a tmpfs (mounts.c): image binds ro, generated
- *         /etc ro, /proc masked, minimal /dev, /tmp, /home/sandbox,
- *         /mnt/data, /run/kernel; no /sys
+ *      c. build the root under a tmpfs (mounts.c): the image's /usr, /lib*,
+ *         /bin, /sbin as per-session read-only overlays (own inodes: no lock
+ *         or inotify channel between sessions), generated /etc ro (etc.c:
+ *         image directories as overlays, image files copied), /proc masked,
+ *         minimal /dev, /tmp, /home/sandbox, /mnt/data, /run/kernel; no /sys
  *      d. pivot_root(".", "."), detach the old root, remount / read-only,
  *         chdir /home/sandbox
  *      e. stdin from /dev/null, stdout/stderr to kernel.log (O_APPEND,
  *         owned by UID)
  *      f. reduce PID 1 to CAP_KILL/SETUID/SETGID/SETPCAP, no_new_privs, not
  *         dumpable
- *      g. start the kernel (kernel.c: setsid, drop privileges, seccomp,
- *         exec; exec failure reported through a close-on-exec pipe)
+ *      g. start the kernel (kernel.c: setsid, drop privileges, empty /tmp,
+ *         /dev/shm and the home as the session's user (scratch.c), seccomp,
+ *         exec; exec failure reported through a close-on-exec pipe); every
+ *         restart (SIGUSR1, init.c) goes through the same steps
  *      h. report "ok" to the outer process, run the PID 1 loop (init.c)
  */
 #include "sandbox.h"

@@ -5,8 +5,9 @@
  * addresses or keys masked by /dev/null and the subtrees that look writable
  * to root (/proc/sys, /proc/irq, /proc/bus, /proc/fs) bound read-only.
  *
- * /dev is a tmpfs holding only null, zero, full, random and urandom (bound
- * from the host's device nodes), the fd/stdin/stdout/stderr symlinks and a
+ * /dev is a tmpfs holding only null, zero, full, random and urandom (made
+ * per session with mknod, the host's numbers), the fd/stdin/stdout/stderr
+ * symlinks and a
  * /dev/shm tmpfs. No tty, no ptmx, no block device; then read-only.
  */
 #include "sandbox.h"
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 /* Files hiding kernel internals: memory image, keyrings of other users,
@@ -43,13 +45,17 @@ int kf_sb_mount_proc(kf_error *err) {
     if (mount("proc", path, "proc", PROC_FLAGS, NULL) < 0)
         return kf_error_set(err, -errno, 0, "mount proc on /proc");
 
+    /* The session's own /dev/null (kf_sb_mount_dev ran first): a bind of
+     * the host's would be an inode shared with every other session. */
+    char devnull[PATH_MAX];
+    kf_sb_staged(devnull, sizeof(devnull), "/dev/null");
     struct stat st;
     for (size_t i = 0; i < KF_ARRAY_SIZE(proc_masked); i++) {
         kf_sb_staged(path, sizeof(path), proc_masked[i]);
         if (lstat(path, &st) < 0)
             continue; /* not in this kernel */
         /* Reads give nothing, writes are discarded. */
-        if ((r = kf_sb_bind("/dev/null", path, proc_masked[i], MS_RDONLY | MS_NOSUID | MS_NOEXEC,
+        if ((r = kf_sb_bind(devnull, path, proc_masked[i], MS_RDONLY | MS_NOSUID | MS_NOEXEC,
                             err)) < 0)
             return r;
     }
@@ -75,22 +81,25 @@ int kf_sb_mount_dev(uint64_t shm_size, kf_error *err) {
     char path[PATH_MAX], shown[64], opts[96];
     int r;
 
-    /* nodev on the tmpfs itself: the device binds below are mounts of their
-     * own with their own flags, so nothing created here could be a device. */
+    /* The device nodes are made here, per session (mknod while PID 1 still
+     * has CAP_MKNOD): binds of the host's nodes would share their inodes,
+     * and flock on a shared inode is a channel between sessions. So this
+     * tmpfs allows devices; it is made read-only below and nobody in the
+     * session can mknod, so these five stay the only ones. */
     kf_sb_staged(path, sizeof(path), "/dev");
-    if ((r = kf_sb_tmpfs(path, "/dev", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755",
-                         err)) < 0)
+    if ((r = kf_sb_tmpfs(path, "/dev", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755", err)) < 0)
         return r;
 
     for (size_t i = 0; i < KF_ARRAY_SIZE(dev_nodes); i++) {
         char host[32];
+        struct stat hst;
         snprintf(shown, sizeof(shown), "/dev/%s", dev_nodes[i]);
         snprintf(host, sizeof(host), "/dev/%s", dev_nodes[i]);
         kf_sb_staged(path, sizeof(path), shown);
-        if ((r = kf_sb_make_target(path, shown, false, err)) < 0)
-            return r;
-        if ((r = kf_sb_bind(host, path, shown, MS_NOSUID | MS_NOEXEC, err)) < 0)
-            return r;
+        if (stat(host, &hst) < 0 || !S_ISCHR(hst.st_mode))
+            return kf_error_set(err, -ENODEV, 0, "host %s is not a character device", host);
+        if (mknod(path, S_IFCHR | 0666, hst.st_rdev) < 0 || chmod(path, 0666) < 0)
+            return kf_error_set(err, -errno, 0, "mknod %s", shown);
     }
 
     static const char *const links[][2] = {
@@ -113,5 +122,5 @@ int kf_sb_mount_dev(uint64_t shm_size, kf_error *err) {
         return r;
 
     kf_sb_staged(path, sizeof(path), "/dev");
-    return kf_sb_remount(path, "/dev", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, err);
+    return kf_sb_remount(path, "/dev", MS_RDONLY | MS_NOSUID | MS_NOEXEC, err);
 }

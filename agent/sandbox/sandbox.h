@@ -5,13 +5,14 @@
  * sequence and the protocol with the agent). Each .c file owns one step:
  *
  *   args.c     command line -> struct kf_sb_config (pure, no I/O)
- *   mounts.c   the new root: system binds, tmpfs dirs, volume, pivot_root
+ *   mounts.c   the new root: system overlays, tmpfs dirs, volume, pivot_root
  *   procdev.c  /proc (masked) and the minimal /dev
  *   etc.c      the generated, read-only /etc
  *   netlo.c    bringing `lo` up in the empty network namespace
  *   privs.c    capabilities, uid/gid, rlimits (kernel and PID 1)
  *   seccomp.c  the syscall filter the kernel runs under
  *   kernel.c   starting the kernel process (fork, drop, exec, report)
+ *   scratch.c  emptying /tmp, /dev/shm and the home between two kernels
  *   init.c     the PID 1 loop: reap, restart, interrupt, tear down
  *
  * Every function returns 0 or a negative errno and, where it takes a
@@ -98,6 +99,18 @@ int kf_sb_bind(const char *src, const char *path, const char *shown, unsigned lo
                kf_error *err);
 int kf_sb_bind_fd(int src_fd, const char *path, const char *shown, unsigned long flags,
                   kf_error *err);
+/* kf_sb_overlay_fd - mount at path a read-only overlay showing the directory
+ * src_fd (an O_PATH fd) stacked over the empty directory empty_fd: the same
+ * files as a read-only bind, but inodes of this mount's own, so locks and
+ * inotify watches on them are not shared with other sessions. `flags` are
+ * added to MS_RDONLY. Both fds are only needed during the call. */
+int kf_sb_overlay_fd(int src_fd, int empty_fd, const char *path, const char *shown,
+                     unsigned long flags, kf_error *err);
+/* kf_sb_overlay_opts - the mount options "lowerdir=LAYER:BELOW" into buf.
+ * Pure. -EINVAL if a path is empty or holds ',', ':' or '\' (the option
+ * syntax would need escapes; we refuse instead), -ENAMETOOLONG if it doesn't
+ * fit. */
+int kf_sb_overlay_opts(char *buf, size_t size, const char *layer, const char *below);
 int kf_sb_tmpfs(const char *path, const char *shown, unsigned long flags, const char *opts,
                 kf_error *err);
 int kf_sb_remount(const char *path, const char *shown, unsigned long flags, kf_error *err);
@@ -120,9 +133,10 @@ int kf_sb_mount_dev(uint64_t shm_size, kf_error *err);
 /* etc.c */
 
 /* kf_sb_mount_etc - tmpfs /etc holding the generated passwd, group, hosts,
- * hostname, resolv.conf, nsswitch.conf and read-only binds of the harmless
- * entries of the image's /etc (rootfs_fd); then made read-only. */
-int kf_sb_mount_etc(const kf_sb_config *cfg, int rootfs_fd, kf_error *err);
+ * hostname, resolv.conf, nsswitch.conf and the harmless entries of the
+ * image's /etc (rootfs_fd): directories as read-only overlays over empty_fd,
+ * files copied, symlinks recreated; then made read-only. */
+int kf_sb_mount_etc(const kf_sb_config *cfg, int rootfs_fd, int empty_fd, kf_error *err);
 
 /* netlo.c */
 
@@ -156,11 +170,32 @@ int kf_sb_seccomp_load(kf_error *err);
 /* kernel.c */
 
 /* kf_sb_kernel_start - fork the kernel from PID 1 and exec cfg->argv in it
- * after dropping every privilege. Blocks until the exec has either happened
+ * after dropping every privilege and emptying the scratch dirs (at most
+ * KF_SB_SCRATCH_TIMEOUT_MS). Blocks until the exec has either happened
  * (returns 0, *pid set) or failed (returns <0, err says which step; the child
  * has been reaped). PID 1's fds 0/1/2 (/dev/null, kernel.log, kernel.log)
  * become the kernel's; every other fd is closed in the child. */
 int kf_sb_kernel_start(const kf_sb_config *cfg, pid_t *pid, kf_error *err);
+
+/* scratch.c */
+
+/* kf_sb_clear_scratch - remove everything in /tmp, /dev/shm and the home
+ * (not the mount points, never /mnt/data), so tmpfs pages a dead kernel
+ * wrote stop counting against the session's memory limit. Called in each new
+ * kernel process after kf_sb_drop_to_user and before exec: it needs and must
+ * have no privilege. Stops after KF_SB_SCRATCH_TIMEOUT_MS in all. Returns 0,
+ * or the first error (each one is logged; what was left stays). */
+#define KF_SB_SCRATCH_TIMEOUT_MS 10000
+int kf_sb_clear_scratch(void);
+
+/* kf_sb_clear_dir - remove everything below the directory `dir`, keeping
+ * `dir` itself. Never follows a symlink and never leaves dir's file system.
+ * Directories of the caller's uid it can't read or write into are chmod'ed
+ * 0700 first. Holds two fds whatever the depth (it climbs back with ".."),
+ * so it must be the only one changing the tree. Returns 0, -ETIMEDOUT once
+ * CLOCK_MONOTONIC passes deadline_ms (in ms), or the first error that
+ * stopped it; what is left stays as it is. */
+int kf_sb_clear_dir(const char *dir, long long deadline_ms);
 
 /* init.c */
 

@@ -291,7 +291,7 @@ int kf_exec_run(kf_agent *a, kf_session *s, const char *code, size_t len, uint32
         if (timed_out) {
             status = KFLEET__V1__EXEC_STATUS__EXEC_STATUS_TIMEOUT;
             snprintf(msg, sizeof(msg), "execution exceeded its %.1f s limit; %s", timeout_ms / 1000.0,
-                     restarted ? "the kernel did not stop on interrupt and was restarted (state lost)"
+                     restarted ? "the kernel did not stop on interrupt and was restarted (memory state, /tmp and /home/sandbox lost)"
                                : "the kernel was interrupted (state kept)");
         } else {
             status = KFLEET__V1__EXEC_STATUS__EXEC_STATUS_INTERRUPTED;
@@ -303,13 +303,13 @@ int kf_exec_run(kf_agent *a, kf_session *s, const char *code, size_t len, uint32
             status = KFLEET__V1__EXEC_STATUS__EXEC_STATUS_OUT_OF_MEMORY;
             snprintf(msg, sizeof(msg),
                      "out of memory: the kernel was killed at the session's %llu MiB limit and "
-                     "restarted (state lost, files kept)",
+                     "restarted (memory state, /tmp and /home/sandbox lost; /mnt/data kept)",
                      (unsigned long long)(s->limits.memory_bytes >> 20));
         } else {
             status = KFLEET__V1__EXEC_STATUS__EXEC_STATUS_KERNEL_DIED;
             snprintf(msg, sizeof(msg), deleting ? "the session was deleted during the execution"
-                                                : "the kernel died and was restarted (state lost, "
-                                                  "files kept)");
+                                                : "the kernel died and was restarted (memory state, "
+                                                  "/tmp and /home/sandbox lost; /mnt/data kept)");
         }
         if (!deleting) {
             kf_error e2 = {0};

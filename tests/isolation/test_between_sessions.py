@@ -148,7 +148,8 @@ def test_16_flock_on_shared_read_only_inodes(client, pair):
     session. flock() needs only a read-only fd, so a lock A holds would be a
     bit B can read, unless locks on them are refused or not shared."""
     a, b = pair
-    targets = ["/usr/bin/python3", "/usr/lib/os-release", "/etc/ld.so.cache", "/etc/python3"]
+    targets = ["/usr/bin/python3", "/usr/lib/os-release", "/etc/ld.so.cache", "/etc/python3",
+               "/dev/null", "/dev/urandom"]
     out_a = probe(client, a, r'''
 import fcntl
 kf_locks = []
