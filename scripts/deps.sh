@@ -11,7 +11,7 @@ PKGS=(
   python3 python3-ipykernel python3-jupyter-client
   python3-numpy python3-pandas python3-matplotlib
   python3-pytest python3-grpcio python3-grpc-tools
-  e2fsprogs util-linux iproute2 nftables procps
+  e2fsprogs util-linux iproute2 nftables procps openssl ca-certificates
   etcd-server etcd-client
 )
 missing=()
