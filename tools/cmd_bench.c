@@ -51,11 +51,12 @@ typedef struct bench_opts {
     const char *python;
     pid_t agent_pid;
     uint64_t memory;
+    int with_direct;
 } bench_opts;
 
 static int parse_opts(const char *cmd, int argc, char **argv, const kf_cli_globals *gin,
                       kf_cli_globals *g, bench_opts *o, const char *help) {
-    enum { OPT_COUNT = KF_OPT_LOCAL, OPT_CODE, OPT_PYTHON, OPT_PID, OPT_MEMORY };
+    enum { OPT_COUNT = KF_OPT_LOCAL, OPT_CODE, OPT_PYTHON, OPT_PID, OPT_MEMORY, OPT_WITH_DIRECT };
     static const struct option longopts[] = {
         KF_CLI_GLOBAL_LONGOPTS,
         {"count", required_argument, NULL, OPT_COUNT},
@@ -63,6 +64,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, const kf_cli_globa
         {"python", required_argument, NULL, OPT_PYTHON},
         {"agent-pid", required_argument, NULL, OPT_PID},
         {"memory", required_argument, NULL, OPT_MEMORY},
+        {"with-direct", no_argument, NULL, OPT_WITH_DIRECT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -82,6 +84,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, const kf_cli_globa
                 return kf_cli_usage_error(cmd, "--count must be 1..%d", MAX_COUNT);
             break;
         case OPT_CODE: o->code = optarg; break;
+        case OPT_WITH_DIRECT: o->with_direct = 1; break;
         case OPT_PYTHON: o->python = optarg; break;
         case OPT_PID:
             o->agent_pid = (pid_t)strtol(optarg, &end, 10);
@@ -169,6 +172,15 @@ static int bench_create(int argc, char **argv, const kf_cli_globals *gin) {
     kf_grpc_client *cl;
     if ((r = kf_cli_connect(&g, &cl)) != 0)
         return r;
+    /* Connect the channel first: the first call of a client pays for it. */
+    {
+        Kfleet__V1__ListSessionsRequest lreq = KFLEET__V1__LIST_SESSIONS_REQUEST__INIT;
+        ProtobufCMessage *lresp = NULL;
+        kf_rpc_status lst;
+        if (kf_grpc_unary(cl, KF_SESSIONS_METHOD("ListSessions"), &lreq.base,
+                          &kfleet__v1__list_sessions_response__descriptor, 30000, &lresp, &lst) == 0)
+            protobuf_c_message_free_unpacked(lresp, NULL);
+    }
     _cleanup_free_ double *lat = calloc(o.count, sizeof(double));
     _cleanup_free_ Kfleet__V1__Session **made = calloc(o.count, sizeof(*made));
     size_t n = 0, warm = 0;
@@ -190,13 +202,100 @@ static int bench_create(int argc, char **argv, const kf_cli_globals *gin) {
     return n == o.count ? KF_EXIT_OK : KF_EXIT_USAGE;
 }
 
+/* A bare local ipykernel (no sandbox, no agent) and a C ZMQ client to it:
+ * the baseline of "exec". */
+typedef struct bare_kernel {
+    char dir[32];
+    void *zctx;
+    kf_kernel_conn *kc;
+    pid_t pid;
+    double start_ready_ms;
+} bare_kernel;
+
+static int ignore_event(void *ud, const kf_kernel_event *ev) {
+    (void)ud;
+    (void)ev;
+    return 0;
+}
+
+static void bare_stop(bare_kernel *b) {
+    kf_kernel_conn_close(b->kc);
+    b->kc = NULL;
+    if (b->pid > 0) {
+        kill(b->pid, SIGKILL);
+        waitpid(b->pid, NULL, 0);
+        b->pid = 0;
+    }
+    if (b->zctx)
+        zmq_ctx_term(b->zctx);
+    b->zctx = NULL;
+    if (b->dir[0])
+        kf_rm_rf(b->dir);
+    b->dir[0] = '\0';
+}
+
+/* Starts the kernel with `python` and waits until it answers. */
+static int bare_start(bare_kernel *b, const char *python) {
+    memset(b, 0, sizeof(*b));
+    snprintf(b->dir, sizeof(b->dir), "/tmp/kfbench-XXXXXX");
+    if (!mkdtemp(b->dir)) {
+        b->dir[0] = '\0';
+        fprintf(stderr, "kfleetctl bench: mkdtemp: %s\n", strerror(errno));
+        return -errno;
+    }
+    char conn[64], prefix[64], key[KF_KERNEL_KEY_LEN + 1];
+    snprintf(conn, sizeof(conn), "%s/conn.json", b->dir);
+    snprintf(prefix, sizeof(prefix), "%s/k", b->dir);
+    kf_error err = {0};
+    b->zctx = zmq_ctx_new();
+    char *argv[] = {(char *)python, "-m", "ipykernel_launcher", "-f", conn, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    extern char **environ;
+    int64_t t0 = kf_mono_us();
+    int r = kf_kernel_key_new(key);
+    if (r == 0)
+        r = kf_kernel_conn_file_write(conn, prefix, key, getuid(), getgid(), &err);
+    if (r == 0)
+        r = -posix_spawn(&b->pid, python, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (r == 0)
+        r = kf_kernel_conn_open(&b->kc, b->zctx, prefix, key, (uid_t)-1, kf_mono_ms() + 60000, &err);
+    if (r == 0)
+        r = kf_kernel_wait_ready(b->kc, kf_mono_ms() + 60000, -1, &err);
+    if (r < 0) {
+        fprintf(stderr, "kfleetctl bench: bare kernel: %s\n", err.msg[0] ? err.msg : strerror(-r));
+        bare_stop(b);
+        return r;
+    }
+    b->start_ready_ms = (double)(kf_mono_us() - t0) / 1000.0;
+    return 0;
+}
+
+/* One round trip of `code` on the bare kernel. */
+static int bare_exec(bare_kernel *b, const char *code) {
+    kf_error err = {0};
+    kf_exec_outcome oc;
+    if (kf_kernel_exec_start(b->kc, code, strlen(code), &err) < 0 ||
+        kf_kernel_exec_wait(b->kc, kf_mono_ms() + 60000, -1, ignore_event, NULL, &oc, &err) < 0) {
+        fprintf(stderr, "kfleetctl bench: bare kernel: %s\n", err.msg);
+        return -EIO;
+    }
+    return 0;
+}
+
 static const char exec_help[] =
-    "Usage: kfleetctl bench exec [--count N] [--code CODE]\n\n"
-    "Creates a session and times N Execute round trips of CODE (default 1+1) after 20 warm-up runs.\n";
+    "Usage: kfleetctl bench exec [--count N] [--code CODE] [--with-direct]\n\n"
+    "Creates a session and times N Execute round trips of CODE (default 1+1) after 20 warm-up runs.\n"
+    "--with-direct also starts a bare local ipykernel and alternates each round trip through the\n"
+    "server with one straight to that kernel from a C ZMQ client (figures direct.*), so the two see\n"
+    "the same machine at the same moments.\n";
 
 static int bench_exec(int argc, char **argv, const kf_cli_globals *gin) {
     kf_cli_globals g;
-    bench_opts o = {.count = 200, .code = "1+1"};
+    bench_opts o = {.count = 200, .code = "1+1", .python = "/usr/bin/python3"};
     int r = parse_opts("bench exec", argc, argv, gin, &g, &o, exec_help);
     if (r != KF_CLI_GO)
         return r;
@@ -208,47 +307,41 @@ static int bench_exec(int argc, char **argv, const kf_cli_globals *gin) {
         kf_grpc_client_free(cl);
         return KF_EXIT_USAGE;
     }
+    bare_kernel b = {0};
+    int ok = !o.with_direct || bare_start(&b, o.python) == 0;
     _cleanup_free_ double *lat = calloc(o.count, sizeof(double));
+    _cleanup_free_ double *dlat = calloc(o.count, sizeof(double));
     size_t n = 0;
-    for (int i = 0; i < 20; i++)
-        execute(cl, s->id, o.code);
-    for (unsigned i = 0; i < o.count && lat; i++) {
+    for (int i = 0; ok && i < 20; i++)
+        ok = execute(cl, s->id, o.code) == 0 && (!o.with_direct || bare_exec(&b, o.code) == 0);
+    for (unsigned i = 0; ok && i < o.count && lat && dlat; i++) {
         int64_t t0 = kf_mono_us();
         if (execute(cl, s->id, o.code) < 0)
             break;
-        lat[n++] = (double)(kf_mono_us() - t0) / 1000.0;
+        lat[n] = (double)(kf_mono_us() - t0) / 1000.0;
+        if (o.with_direct) {
+            t0 = kf_mono_us();
+            if (bare_exec(&b, o.code) < 0)
+                break;
+            dlat[n] = (double)(kf_mono_us() - t0) / 1000.0;
+        }
+        n++;
     }
+    if (o.with_direct)
+        bare_stop(&b);
     delete_session(cl, s->id);
     protobuf_c_message_free_unpacked(&s->base, NULL);
     kf_grpc_client_free(cl);
     print_stats("exec", lat, n);
+    if (o.with_direct)
+        print_stats("direct", dlat, n);
     return n == o.count ? KF_EXIT_OK : KF_EXIT_USAGE;
-}
-
-/* Finds a child's kernel by starting it; used only by "direct". */
-static int start_bare_kernel(const char *python, const char *conn, pid_t *pid) {
-    char *argv[] = {(char *)python, "-m", "ipykernel_launcher", "-f", (char *)conn, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    extern char **environ;
-    int r = posix_spawn(pid, python, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    return -r;
-}
-
-static int ignore_event(void *ud, const kf_kernel_event *ev) {
-    (void)ud;
-    (void)ev;
-    return 0;
 }
 
 static const char direct_help[] =
     "Usage: kfleetctl bench direct [--count N] [--code CODE] [--python PATH]\n\n"
-    "The baseline of 'bench exec': starts a bare local ipykernel (no sandbox, no agent) and times\n"
-    "N round trips of CODE from a C ZMQ client, after 20 warm-up runs. Also reports the kernel's\n"
-    "start-to-ready time as seen by that client.\n";
+    "The baseline of 'bench exec' alone: starts a bare local ipykernel (no sandbox, no agent) and\n"
+    "times N round trips of CODE from a C ZMQ client, after 20 warm-up runs.\n";
 
 static int bench_direct(int argc, char **argv, const kf_cli_globals *gin) {
     kf_cli_globals g;
@@ -256,51 +349,22 @@ static int bench_direct(int argc, char **argv, const kf_cli_globals *gin) {
     int r = parse_opts("bench direct", argc, argv, gin, &g, &o, direct_help);
     if (r != KF_CLI_GO)
         return r;
-    char dir[] = "/tmp/kfbench-XXXXXX";
-    if (!mkdtemp(dir))
-        return kf_cli_usage_error("bench direct", "mkdtemp: %s", strerror(errno));
-    char conn[64], prefix[64], key[KF_KERNEL_KEY_LEN + 1];
-    snprintf(conn, sizeof(conn), "%s/conn.json", dir);
-    snprintf(prefix, sizeof(prefix), "%s/k", dir);
-    kf_error err = {0};
-    void *zctx = zmq_ctx_new();
-    kf_kernel_conn *kc = NULL;
-    pid_t pid = 0;
-    int rc = KF_EXIT_USAGE;
+    bare_kernel b;
+    if (bare_start(&b, o.python) < 0)
+        return KF_EXIT_USAGE;
+    printf("direct.start_ready %.3f ms\n", b.start_ready_ms);
     _cleanup_free_ double *lat = calloc(o.count, sizeof(double));
     size_t n = 0;
-    int64_t t0 = kf_mono_us();
-    if (kf_kernel_key_new(key) < 0 ||
-        kf_kernel_conn_file_write(conn, prefix, key, getuid(), getgid(), &err) < 0 ||
-        start_bare_kernel(o.python, conn, &pid) < 0 ||
-        kf_kernel_conn_open(&kc, zctx, prefix, key, (uid_t)-1, kf_mono_ms() + 60000, &err) < 0 ||
-        kf_kernel_wait_ready(kc, kf_mono_ms() + 60000, -1, &err) < 0) {
-        fprintf(stderr, "kfleetctl bench direct: %s\n", err.msg[0] ? err.msg : "cannot start a kernel");
-        goto out;
-    }
-    printf("direct.start_ready %.3f ms\n", (double)(kf_mono_us() - t0) / 1000.0);
     for (unsigned i = 0; i < o.count + 20 && lat; i++) {
-        kf_exec_outcome oc;
         int64_t s0 = kf_mono_us();
-        if (kf_kernel_exec_start(kc, o.code, strlen(o.code), &err) < 0 ||
-            kf_kernel_exec_wait(kc, kf_mono_ms() + 60000, -1, ignore_event, NULL, &oc, &err) < 0) {
-            fprintf(stderr, "kfleetctl bench direct: %s\n", err.msg);
-            goto out;
-        }
+        if (bare_exec(&b, o.code) < 0)
+            break;
         if (i >= 20)
             lat[n++] = (double)(kf_mono_us() - s0) / 1000.0;
     }
+    bare_stop(&b);
     print_stats("direct", lat, n);
-    rc = KF_EXIT_OK;
-out:
-    kf_kernel_conn_close(kc);
-    if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    zmq_ctx_term(zctx);
-    kf_rm_rf(dir);
-    return rc;
+    return n == o.count ? KF_EXIT_OK : KF_EXIT_USAGE;
 }
 
 static long rss_kib(pid_t pid) {
@@ -368,7 +432,8 @@ static int bench_memory(int argc, char **argv, const kf_cli_globals *gin) {
 int kf_cmd_bench(int argc, char **argv, const kf_cli_globals *g) {
     static const kf_cli_verb verbs[] = {
         {"create", "[--count N]", "time CreateSession (warm or cold per the server's pool)", bench_create},
-        {"exec", "[--count N] [--code CODE]", "time Execute round trips through the server", bench_exec},
+        {"exec", "[--count N] [--code CODE] [--with-direct]", "time Execute round trips through the server",
+         bench_exec},
         {"direct", "[--count N] [--code CODE]", "baseline: a bare local ipykernel from a C ZMQ client",
          bench_direct},
         {"memory", "--agent-pid PID [--count N]", "agent memory per idle session", bench_memory},
