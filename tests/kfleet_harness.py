@@ -36,6 +36,21 @@ def stubs():
     return sessions_pb2, sessions_pb2_grpc
 
 
+def agent_stubs():
+    """The node-internal kfleet.v1.Agent stubs (generated with stubs())."""
+    stubs()
+    from kfleet.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
+    return agent_pb2, agent_pb2_grpc
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def binary(name):
     for cand in (os.path.join(BUILD, "agent", name), os.path.join(BUILD, "agent", "sandbox", name),
                  os.path.join(BUILD, "tools", name)):
@@ -238,6 +253,154 @@ class Client:
 
     def delete_file(self, sid, path):
         return self.stub.DeleteFile(self.pb.DeleteFileRequest(session_id=sid, path=path), timeout=30)
+
+
+class Etcd:
+    """A single-member etcd on free loopback ports with a private data dir.
+    restart() keeps the ports (and, unless wipe=True, the data), so clients
+    configured with url() reconnect to the same address. get/put/delete
+    speak etcd's JSON gateway (values are str)."""
+
+    BIN = "/usr/bin/etcd"
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="kfe-", dir="/var/tmp")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.peer_port = free_port()
+        while self.peer_port == self.port:
+            self.peer_port = free_port()
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "etcd.log")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=30):
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [self.BIN, "--name", "default", "--data-dir", self.data,
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"default={peer}"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("etcd exited:\n" + open(self.log_path, errors="replace").read()[-3000:])
+            try:
+                self._call("/v3/kv/range", {"key": self._b64("/health-probe")}, timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError("etcd did not come up")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+            self.log = None
+
+    def restart(self, wipe=False, down_s=0.0):
+        self.stop()
+        if wipe:
+            shutil.rmtree(self.data, ignore_errors=True)
+        time.sleep(down_s)
+        return self.start()
+
+    def close(self):
+        self.stop(signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def _b64(s):
+        import base64
+        return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+    def _call(self, path, body, timeout=5):
+        import json
+        import urllib.request
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def get(self, key):
+        """The pair at key as a dict (value: str, lease/version/mod_revision:
+        int), or None."""
+        import base64
+        kvs = self._call("/v3/kv/range", {"key": self._b64(key)}).get("kvs", [])
+        if not kvs:
+            return None
+        kv = kvs[0]
+        return {"value": base64.b64decode(kv.get("value", "")).decode(),
+                "lease": int(kv.get("lease", 0)), "version": int(kv.get("version", 0)),
+                "mod_revision": int(kv.get("mod_revision", 0))}
+
+    def get_json(self, key):
+        import json
+        kv = self.get(key)
+        return None if kv is None else json.loads(kv["value"])
+
+    def put(self, key, value):
+        self._call("/v3/kv/put", {"key": self._b64(key), "value": self._b64(value)})
+
+    def delete(self, key):
+        self._call("/v3/kv/deleterange", {"key": self._b64(key)})
+
+    def lease_ttl(self, lease):
+        """Remaining TTL of a lease in seconds, -1 if it is gone."""
+        return int(self._call("/v3/lease/timetolive", {"ID": str(lease)}).get("TTL", -1))
+
+    @staticmethod
+    def wait_for(pred, timeout=10, step=0.05):
+        return wait_for(pred, timeout, step)
+
+
+def wait_for(pred, timeout=10, step=0.05):
+    """Polls pred() until it returns something truthy (or the time is up);
+    returns its last value."""
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v or time.time() > deadline:
+            return v
+        time.sleep(step)
+
+
+def make_certs(d):
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client
+    certificate, all signed by the CA, and a second CA that signed nothing
+    of ours. Returns a dict of PEM paths."""
+    p = {k: os.path.join(d, k + ".pem") for k in
+         ("ca", "ca_key", "server", "server_key", "client", "client_key", "other_ca", "other_ca_key")}
+
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca, key, cn in (("ca", "ca_key", "kfleet test CA"), ("other_ca", "other_ca_key", "other CA")):
+        run("req", "-x509", *ec, "-keyout", p[key], "-out", p[ca], "-days", "1", "-subj", f"/CN={cn}")
+    for leaf, key, cn, ext in (("server", "server_key", "127.0.0.1",
+                                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                               ("client", "client_key", "kfleet-scheduler",
+                                "extendedKeyUsage=clientAuth")):
+        csr = os.path.join(d, leaf + ".csr")
+        extf = os.path.join(d, leaf + ".ext")
+        with open(extf, "w") as f:
+            f.write(ext + "\n")
+        run("req", *ec, "-keyout", p[key], "-out", csr, "-subj", f"/CN={cn}")
+        run("x509", "-req", "-in", csr, "-CA", p["ca"], "-CAkey", p["ca_key"], "-CAcreateserial",
+            "-out", p[leaf], "-days", "1", "-extfile", extf)
+    return p
 
 
 def require_root():

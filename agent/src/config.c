@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kf/cleanup.h"
 #include "kf/util.h"
 
 #define MiB (1024ULL * 1024)
@@ -43,6 +44,7 @@ void kf_agent_config_defaults(kf_agent_config *c) {
     c->exec_grace_ms = 2000;
     c->start_timeout_ms = 60000;
     c->max_calls = 1024;
+    c->lease_ttl_s = 10;
 }
 
 static void usage(void) {
@@ -65,6 +67,17 @@ static void usage(void) {
            "  --max-output SIZE      output per execution (default 16M)\n"
            "  --max-upload SIZE      per uploaded file (default 1G)\n"
            "  --exec-grace DUR       interrupt-to-restart grace (default 2s)\n"
+           "  --tls-cert FILE --tls-key FILE   serve --listen-tcp over TLS (PEM)\n"
+           "  --tls-client-ca FILE   and require client certificates signed by this CA (mTLS)\n"
+           "Cluster (all optional; without --etcd the node stands alone):\n"
+           "  --etcd URLS            register this node in etcd (http(s)://host:port,...)\n"
+           "  --etcd-ca FILE  --etcd-cert FILE  --etcd-key FILE   TLS to etcd\n"
+           "  --etcd-user USER --etcd-password-file FILE         etcd auth\n"
+           "  --lease-ttl DUR        node lease TTL (default 10s)\n"
+           "  --advertise HOST:PORT  address the scheduler dials (default: --listen-tcp)\n"
+           "  --label KEY=VALUE      node label for placement (repeatable, at most 16)\n"
+           "  --capacity-memory SIZE memory offered (default: MemTotal)\n"
+           "  --capacity-cpu N       cores offered, e.g. 4 or 3.5 (default: online CPUs)\n"
            "  --purge                delete every session and warm sandbox on this node, then exit\n"
            "  --debug                verbose logs\n");
 }
@@ -98,11 +111,70 @@ static int copy_str(const char *name, const char *v, char *dst, size_t size, kf_
     return 0;
 }
 
+/* A label key: 1-63 of [A-Za-z0-9._/-]; a value: 0-63 of [A-Za-z0-9._-]. */
+static int label_chars_ok(const char *s, size_t n, int is_key) {
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-' || (is_key && ch == '/')))
+            return 0;
+    }
+    return 1;
+}
+
+static int add_label(kf_agent_config *c, const char *v, kf_error *err) {
+    const char *eq = strchr(v, '=');
+    if (!eq)
+        return kf_error_set(err, -EINVAL, 0, "--label: '%s' is not KEY=VALUE", v);
+    size_t kn = (size_t)(eq - v), vn = strlen(eq + 1);
+    if (kn == 0 || kn > KF_LABEL_MAX || vn > KF_LABEL_MAX || !label_chars_ok(v, kn, 1) ||
+        !label_chars_ok(eq + 1, vn, 0))
+        return kf_error_set(err, -EINVAL, 0,
+                            "--label: '%s': key 1-%d of [A-Za-z0-9._/-], value 0-%d of [A-Za-z0-9._-]",
+                            v, KF_LABEL_MAX, KF_LABEL_MAX);
+    for (size_t i = 0; i < c->n_labels; i++)
+        if (strlen(c->labels[i].key) == kn && !memcmp(c->labels[i].key, v, kn))
+            return kf_error_set(err, -EINVAL, 0, "--label: key '%.*s' given twice", (int)kn, v);
+    if (c->n_labels >= KF_MAX_LABELS)
+        return kf_error_set(err, -E2BIG, 0, "--label: at most %d labels", KF_MAX_LABELS);
+    kf_label *l = &c->labels[c->n_labels++];
+    memcpy(l->key, v, kn);
+    l->key[kn] = '\0';
+    memcpy(l->value, eq + 1, vn + 1);
+    return 0;
+}
+
+/* Cores, possibly fractional ("4", "3.5"), or millicores ("3500m"). */
+static int want_cpu(const char *name, const char *v, uint32_t *out, kf_error *err) {
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    double millis = *end == 'm' && end[1] == '\0' ? d : *end == '\0' ? d * 1000 : -1;
+    if (errno || end == v || millis < 1 || millis > 1e9)
+        return kf_error_set(err, -EINVAL, 0, "--%s: '%s' is not a CPU count (e.g. 4, 3.5, 3500m)",
+                            name, v);
+    *out = (uint32_t)millis;
+    return 0;
+}
+
+/* MemTotal from /proc/meminfo, in bytes; 0 if unreadable. */
+static uint64_t mem_total(void) {
+    _cleanup_fclose_ FILE *f = fopen("/proc/meminfo", "re");
+    char line[128];
+    unsigned long long kib;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemTotal: %llu kB", &kib) == 1)
+            return (uint64_t)kib * 1024;
+    return 0;
+}
+
 int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *err) {
     enum {
         O_STATE = 256, O_LISTEN, O_TCP, O_SANDBOX, O_ROOTFS, O_PYTHON, O_NODE, O_POOL, O_MAXSESS,
         O_UIDBASE, O_DMEM, O_MMEM, O_DTO, O_MTO, O_DDISK, O_MDISK, O_IDLE, O_LIFE, O_MOUT, O_MUP,
-        O_GRACE, O_DEBUG, O_PURGE, O_HELP,
+        O_GRACE, O_DEBUG, O_PURGE, O_HELP, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ETCD, O_ETCDCA,
+        O_ETCDCERT, O_ETCDKEY, O_ETCDUSER, O_ETCDPW, O_LEASETTL, O_ADVERTISE, O_LABEL, O_CAPMEM,
+        O_CAPCPU,
     };
     static const struct option opts[] = {
         {"state-dir", 1, 0, O_STATE},     {"listen", 1, 0, O_LISTEN},
@@ -117,13 +189,20 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
         {"max-output", 1, 0, O_MOUT},     {"max-upload", 1, 0, O_MUP},
         {"exec-grace", 1, 0, O_GRACE},    {"debug", 0, 0, O_DEBUG},
         {"purge", 0, 0, O_PURGE},
-        {"help", 0, 0, O_HELP},           {0, 0, 0, 0},
+        {"help", 0, 0, O_HELP},           {"tls-cert", 1, 0, O_TLSCERT},
+        {"tls-key", 1, 0, O_TLSKEY},      {"tls-client-ca", 1, 0, O_TLSCA},
+        {"etcd", 1, 0, O_ETCD},           {"etcd-ca", 1, 0, O_ETCDCA},
+        {"etcd-cert", 1, 0, O_ETCDCERT},  {"etcd-key", 1, 0, O_ETCDKEY},
+        {"etcd-user", 1, 0, O_ETCDUSER},  {"etcd-password-file", 1, 0, O_ETCDPW},
+        {"lease-ttl", 1, 0, O_LEASETTL},  {"advertise", 1, 0, O_ADVERTISE},
+        {"label", 1, 0, O_LABEL},         {"capacity-memory", 1, 0, O_CAPMEM},
+        {"capacity-cpu", 1, 0, O_CAPCPU}, {0, 0, 0, 0},
     };
     optind = 1;
     int o, r = 0;
     uint64_t v64;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        const char *name = o >= O_STATE && o <= O_HELP ? opts[o - O_STATE].name : "?";
+        const char *name = o >= O_STATE && o <= O_CAPCPU ? opts[o - O_STATE].name : "?";
         switch (o) {
         case O_STATE: r = copy_str(name, optarg, c->state_dir, sizeof(c->state_dir), err); break;
         case O_LISTEN: r = copy_str(name, optarg, c->listen_unix, sizeof(c->listen_unix), err); break;
@@ -163,6 +242,29 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
             break;
         case O_DEBUG: c->log_debug = 1; break;
         case O_PURGE: c->purge = 1; break;
+        case O_TLSCERT: r = copy_str(name, optarg, c->tls_cert, sizeof(c->tls_cert), err); break;
+        case O_TLSKEY: r = copy_str(name, optarg, c->tls_key, sizeof(c->tls_key), err); break;
+        case O_TLSCA: r = copy_str(name, optarg, c->tls_client_ca, sizeof(c->tls_client_ca), err); break;
+        case O_ETCD: r = copy_str(name, optarg, c->etcd_endpoints, sizeof(c->etcd_endpoints), err); break;
+        case O_ETCDCA: r = copy_str(name, optarg, c->etcd_ca, sizeof(c->etcd_ca), err); break;
+        case O_ETCDCERT: r = copy_str(name, optarg, c->etcd_cert, sizeof(c->etcd_cert), err); break;
+        case O_ETCDKEY: r = copy_str(name, optarg, c->etcd_key, sizeof(c->etcd_key), err); break;
+        case O_ETCDUSER: r = copy_str(name, optarg, c->etcd_user, sizeof(c->etcd_user), err); break;
+        case O_ETCDPW:
+            r = copy_str(name, optarg, c->etcd_password_file, sizeof(c->etcd_password_file), err);
+            break;
+        case O_ADVERTISE: r = copy_str(name, optarg, c->advertise, sizeof(c->advertise), err); break;
+        case O_LABEL: r = add_label(c, optarg, err); break;
+        case O_CAPMEM: r = want_size(name, optarg, &c->capacity_memory_bytes, err); break;
+        case O_CAPCPU: r = want_cpu(name, optarg, &c->capacity_cpu_millis, err); break;
+        case O_LEASETTL:
+            r = want_ms(name, optarg, &v64, err);
+            /* etcd's minimum TTL is a few seconds anyway; an hour is plenty. */
+            if (r == 0 && (v64 < 1000 || v64 > 3600 * 1000))
+                r = kf_error_set(err, -EINVAL, 0, "--%s: between 1s and 1h", name);
+            if (r == 0)
+                c->lease_ttl_s = (uint32_t)(v64 / 1000);
+            break;
         case 'h':
         case O_HELP: usage(); return 1;
         default: return kf_error_set(err, -EINVAL, 0, "unknown option (see --help)");
@@ -181,6 +283,35 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
     if (strlen(c->state_dir) > 72)
         return kf_error_set(err, -ENAMETOOLONG, 0,
                             "--state-dir: at most 72 characters (unix socket paths live below it)");
+    if (!c->tls_cert[0] != !c->tls_key[0])
+        return kf_error_set(err, -EINVAL, 0, "--tls-cert and --tls-key go together");
+    if (c->tls_client_ca[0] && !c->tls_cert[0])
+        return kf_error_set(err, -EINVAL, 0, "--tls-client-ca needs --tls-cert and --tls-key");
+    if (c->tls_cert[0] && !c->listen_tcp[0])
+        return kf_error_set(err, -EINVAL, 0, "--tls-cert applies to --listen-tcp, which is not set");
+    if (!c->etcd_cert[0] != !c->etcd_key[0])
+        return kf_error_set(err, -EINVAL, 0, "--etcd-cert and --etcd-key go together");
+    if (!c->etcd_user[0] != !c->etcd_password_file[0])
+        return kf_error_set(err, -EINVAL, 0, "--etcd-user and --etcd-password-file go together");
+    if (!c->advertise[0])
+        snprintf(c->advertise, sizeof(c->advertise), "%s", c->listen_tcp);
+    if (c->etcd_endpoints[0] && !c->advertise[0])
+        return kf_error_set(err, -EINVAL, 0,
+                            "--etcd: the scheduler needs an address to reach this node "
+                            "(--listen-tcp or --advertise)");
+    /* The name is the last part of etcd keys: no '/', nothing empty or dotty. */
+    if (c->etcd_endpoints[0] &&
+        (!c->node_name[0] || c->node_name[0] == '.' ||
+         !label_chars_ok(c->node_name, strlen(c->node_name), 0)))
+        return kf_error_set(err, -EINVAL, 0,
+                            "--node-name '%s': with --etcd it names etcd keys: use [A-Za-z0-9._-]",
+                            c->node_name);
+    if (!c->capacity_memory_bytes)
+        c->capacity_memory_bytes = mem_total();
+    if (!c->capacity_cpu_millis) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->capacity_cpu_millis = (uint32_t)(n > 0 ? n : 1) * 1000;
+    }
     return 0;
 }
 

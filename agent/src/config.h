@@ -5,9 +5,11 @@
 #define KF_AGENT_CONFIG_H
 
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kf/error.h"
+#include "kf/node_record.h" /* kf_label */
 
 typedef struct kf_limits {
     uint64_t memory_bytes;
@@ -41,6 +43,28 @@ typedef struct kf_agent_config {
     uint32_t max_calls;        /* gRPC calls handled at once */
     int log_debug;
     int purge;                 /* --purge: destroy every sandbox and exit */
+
+    /* TLS for --listen-tcp (all empty = plaintext). With tls_client_ca the
+     * listener requires a client certificate signed by it (mTLS). */
+    char tls_cert[PATH_MAX];
+    char tls_key[PATH_MAX];
+    char tls_client_ca[PATH_MAX];
+
+    /* Cluster registration (registry.c); off unless etcd_endpoints is set. */
+    char etcd_endpoints[1024];
+    char etcd_ca[PATH_MAX];
+    char etcd_cert[PATH_MAX];
+    char etcd_key[PATH_MAX];
+    char etcd_user[128];
+    char etcd_password_file[PATH_MAX];
+    uint32_t lease_ttl_s;      /* node lease TTL */
+    char advertise[128];       /* address the scheduler dials; default listen_tcp */
+    kf_label labels[KF_MAX_LABELS];
+    size_t n_labels;
+    /* What this node offers (published; GetNodeStats). Defaults: MemTotal
+     * and online CPUs * 1000; session slots are max_sessions. */
+    uint64_t capacity_memory_bytes;
+    uint32_t capacity_cpu_millis;
 } kf_agent_config;
 
 /* kf_agent_config_defaults - the built-in defaults. */

@@ -1,6 +1,7 @@
 /* main.c - kfleet-agent: the node agent. Parses flags, re-adopts the
  * sessions left running by a previous agent, starts the warm-pool and
- * reaper threads and the gRPC server, then waits for SIGTERM/SIGINT.
+ * reaper threads, the gRPC server and (with --etcd) the registry thread,
+ * then waits for SIGTERM/SIGINT.
  * Stopping the agent does not stop sessions: they keep running and are
  * re-adopted by the next agent (kill -9 included). */
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include "config.h"
 #include "kf/log.h"
 #include "kf/util.h"
+#include "registry.h"
 #include "service.h"
 #include "session.h"
 
@@ -135,8 +137,13 @@ int main(int argc, char **argv) {
     unlink(cfg.listen_unix);
     char addr[sizeof(cfg.listen_unix) + 8];
     snprintf(addr, sizeof(addr), "unix:%s", cfg.listen_unix);
+    kf_server_tls tls = {.cert_file = cfg.tls_cert, .key_file = cfg.tls_key,
+                         .client_ca_file = cfg.tls_client_ca[0] ? cfg.tls_client_ca : NULL};
     if (kf_server_listen(srv, addr, &err) < 0 ||
-        (cfg.listen_tcp[0] && kf_server_listen(srv, cfg.listen_tcp, &err) < 0) ||
+        (cfg.listen_tcp[0] && !cfg.tls_cert[0] && kf_server_listen(srv, cfg.listen_tcp, &err) < 0) ||
+        (cfg.listen_tcp[0] && cfg.tls_cert[0] &&
+         kf_server_listen_tls(srv, cfg.listen_tcp, &tls, &err) < 0) ||
+        (cfg.etcd_endpoints[0] && kf_registry_new(a, &a->registry, &err) < 0) ||
         kf_server_start(srv, &err) < 0) {
         kf_err("%s", err.msg);
         return 1;
@@ -146,8 +153,14 @@ int main(int argc, char **argv) {
         kf_err("cannot start background threads");
         return 1;
     }
-    kf_info("serving kfleet.v1.Sessions on %s%s%s", addr, cfg.listen_tcp[0] ? " and " : "",
-            cfg.listen_tcp);
+    /* Published only now that the advertised address answers. */
+    if (a->registry && kf_registry_start(a->registry, &err) < 0) {
+        kf_err("%s", err.msg);
+        return 1;
+    }
+    kf_info("serving kfleet.v1.Sessions and kfleet.v1.Agent on %s%s%s%s", addr,
+            cfg.listen_tcp[0] ? " and " : "", cfg.listen_tcp,
+            !cfg.tls_cert[0] ? "" : cfg.tls_client_ca[0] ? " (mTLS)" : " (TLS)");
 
     int sig = 0;
     sigwait(&stop, &sig);
@@ -155,6 +168,8 @@ int main(int argc, char **argv) {
     kf_pool_stop(a);
     kf_reaper_stop(a);
     kf_server_free(srv);
+    /* After the server: no handler reads it any more. Revokes the lease. */
+    a->registry = kf_registry_free(a->registry);
     unlink(cfg.listen_unix);
     kf_session **all;
     size_t n;

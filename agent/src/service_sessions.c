@@ -1,5 +1,5 @@
 /* service_sessions.c - kfleet.v1.Sessions: session lifecycle and
- * execution handlers, and the method table. */
+ * execution handlers, and the method table (both services). */
 #include "service.h"
 
 #include <errno.h>
@@ -28,8 +28,7 @@ static Kfleet__V1__SessionState pb_state(kf_session_state st) {
     return KFLEET__V1__SESSION_STATE__SESSION_STATE_UNSPECIFIED;
 }
 
-/* Fills pb (and its limits) from s; strings point into s. */
-static void session_to_pb(kf_agent *a, kf_session *s, Kfleet__V1__Session *pb, Kfleet__V1__Limits *lim) {
+void kf_svc_session_to_pb(kf_agent *a, kf_session *s, Kfleet__V1__Session *pb, Kfleet__V1__Limits *lim) {
     kfleet__v1__session__init(pb);
     kfleet__v1__limits__init(lim);
     lim->memory_bytes = s->limits.memory_bytes;
@@ -58,6 +57,20 @@ static void session_to_pb(kf_agent *a, kf_session *s, Kfleet__V1__Session *pb, K
         pb->memory_used_bytes = mem;
 }
 
+void kf_svc_limits_from_pb(const Kfleet__V1__Limits *pb, kf_limits *out) {
+    memset(out, 0, sizeof(*out));
+    if (!pb)
+        return;
+    out->memory_bytes = pb->memory_bytes;
+    out->cpu_millis = pb->cpu_millis;
+    out->pids = pb->pids;
+    out->exec_timeout_ms = pb->exec_timeout_ms;
+    out->disk_bytes = pb->disk_bytes;
+    out->disk_inodes = pb->disk_inodes;
+    out->idle_timeout_s = pb->idle_timeout_s;
+    out->max_lifetime_s = pb->max_lifetime_s;
+}
+
 static void svc_create(kf_call *c, void *ud) {
     kf_agent *a = ud;
     int eof;
@@ -67,27 +80,23 @@ static void svc_create(kf_call *c, void *ud) {
         kf_call_finish(c, KF_ST_INVALID_ARGUMENT, "malformed CreateSessionRequest");
         return;
     }
-    kf_limits want = {0};
-    if (req->limits) {
-        want.memory_bytes = req->limits->memory_bytes;
-        want.cpu_millis = req->limits->cpu_millis;
-        want.pids = req->limits->pids;
-        want.exec_timeout_ms = req->limits->exec_timeout_ms;
-        want.disk_bytes = req->limits->disk_bytes;
-        want.disk_inodes = req->limits->disk_inodes;
-        want.idle_timeout_s = req->limits->idle_timeout_s;
-        want.max_lifetime_s = req->limits->max_lifetime_s;
-    }
+    kf_limits want;
+    kf_svc_limits_from_pb(req->limits, &want);
     PB_FREE(req);
     kf_error err = {0};
     kf_session *s = NULL;
-    if (kf_op_create(a, &want, &s, &err) < 0) {
-        kf_call_fail(c, &err);
+    int r = kf_op_create(a, NULL, NULL, &want, &s, &err);
+    kf_svc_reply_created(c, a, r, s, &err);
+}
+
+void kf_svc_reply_created(kf_call *c, kf_agent *a, int r, kf_session *s, const kf_error *err) {
+    if (r < 0) {
+        kf_call_fail(c, err);
         return;
     }
     Kfleet__V1__Session pb;
     Kfleet__V1__Limits lim;
-    session_to_pb(a, s, &pb, &lim);
+    kf_svc_session_to_pb(a, s, &pb, &lim);
     kf_call_reply(c, &pb.base);
     kf_session_unref(a, s);
 }
@@ -131,7 +140,7 @@ static void svc_get(kf_call *c, void *ud) {
         return;
     Kfleet__V1__Session pb;
     Kfleet__V1__Limits lim;
-    session_to_pb(a, s, &pb, &lim);
+    kf_svc_session_to_pb(a, s, &pb, &lim);
     kf_call_reply(c, &pb.base);
     kf_session_unref(a, s);
 }
@@ -156,7 +165,7 @@ static void svc_list(kf_call *c, void *ud) {
     Kfleet__V1__Session **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
     if (pbs && lims && ptrs) {
         for (size_t i = 0; i < n; i++) {
-            session_to_pb(a, all[i], &pbs[i], &lims[i]);
+            kf_svc_session_to_pb(a, all[i], &pbs[i], &lims[i]);
             ptrs[i] = &pbs[i];
         }
         Kfleet__V1__ListSessionsResponse resp = KFLEET__V1__LIST_SESSIONS_RESPONSE__INIT;
@@ -271,6 +280,8 @@ const kf_method *kf_service_methods(kf_agent *a, size_t *n) {
         {"/kfleet.v1.Sessions/DownloadFile", kf_svc_download, NULL},
         {"/kfleet.v1.Sessions/ListFiles", kf_svc_list_files, NULL},
         {"/kfleet.v1.Sessions/DeleteFile", kf_svc_delete_file, NULL},
+        {"/kfleet.v1.Agent/StartSession", kf_svc_start_session, NULL},
+        {"/kfleet.v1.Agent/GetNodeStats", kf_svc_node_stats, NULL},
     };
     for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
         m[i].userdata = a;

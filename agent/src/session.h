@@ -28,6 +28,7 @@
 #include "kf/error.h"
 
 #define KF_ID_MAX 64
+#define KF_TENANT_MAX 63
 
 typedef enum {
     KF_SS_STARTING = 1,
@@ -42,6 +43,7 @@ typedef enum {
 typedef struct kf_session {
     /* immutable after creation (or after a pool claim, under table_lock) */
     char id[KF_ID_MAX + 1];   /* client-visible session id; "" while pooled */
+    char tenant[KF_TENANT_MAX + 1]; /* StartSession's tenant; "" if none */
     char sbid[32];            /* sandbox id: directory and cgroup name */
     uint32_t slot;            /* uid = uid_base + slot */
     uid_t uid;
@@ -96,7 +98,14 @@ typedef struct kf_agent {
     size_t tomb_next;
     int stopping;
     uint64_t creates_total, pool_claims_total;
+    /* cluster registration (registry.c): NULL without --etcd; set before
+     * the server starts, freed after it stops */
+    struct kf_registry *registry;
+    /* sums of the limits of the sessions in the index (kept by insert/remove) */
+    uint64_t memory_reserved_bytes;
+    uint64_t cpu_reserved_millis;
 } kf_agent;
+
 
 /* Table. All take table_lock internally. */
 int kf_agent_init(kf_agent *a, const kf_agent_config *cfg, kf_error *err);
@@ -113,6 +122,21 @@ void kf_session_unref(kf_agent *a, kf_session *s);
  * and frees the array. */
 int kf_agent_list(kf_agent *a, kf_session ***out, size_t *n);
 
+/* kf_agent_usage - a consistent snapshot of what the node has handed out
+ * (published to etcd, GetNodeStats), O(1) under table_lock, cheap enough to
+ * poll. Reservations are the sum of the limits of client sessions; warm
+ * sandboxes are not counted (a claim resizes them). */
+void kf_agent_usage(kf_agent *a, kf_node_usage *u);
+
+/* kf_agent_id_check - 0 if `id` is well formed and no session on this node
+ * has or had it; else INVALID_ARGUMENT, or ALREADY_EXISTS naming the live
+ * session or the tombstone's reason. Advisory: kf_agent_insert is the
+ * authority when two creates race for one id. */
+int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err);
+
+/* kf_tenant_valid - 0-63 of [A-Za-z0-9._@-]. */
+int kf_tenant_valid(const char *tenant);
+
 void kf_agent_tombstone_load(kf_agent *a, const char *id, const char *reason, int64_t when_ms);
 int kf_agent_slot_alloc(kf_agent *a, uint32_t *slot);
 void kf_agent_slot_free(kf_agent *a, uint32_t slot);
@@ -127,7 +151,15 @@ int kf_session_id_valid(const char *id);
 
 /* Operations (session_ops.c). Blocking; callers are handler threads. */
 kf_session *kf_session_start_cold(kf_agent *a, const kf_limits *l, kf_error *err);
-int kf_op_create(kf_agent *a, const kf_limits *req, kf_session **out, kf_error *err);
+/* kf_op_create - a new READY session with limits `req` (zero fields take
+ * the defaults): a warm sandbox when one fits, else a cold start (seconds).
+ * `id` NULL = a fresh random id (CreateSession); otherwise exactly that id
+ * (StartSession, the scheduler chose it): INVALID_ARGUMENT if malformed,
+ * ALREADY_EXISTS if this node has or had a session by that id. `tenant`
+ * (NULL = none) is recorded with the session. On success *out holds a
+ * reference (caller unrefs). */
+int kf_op_create(kf_agent *a, const char *id, const char *tenant, const kf_limits *req,
+                 kf_session **out, kf_error *err);
 int kf_op_delete(kf_agent *a, const char *id, kf_error *err);
 int kf_op_restart(kf_agent *a, kf_session *s, const char *why, kf_error *err); /* holds s->lock */
 int kf_op_interrupt(kf_agent *a, kf_session *s, kf_error *err);

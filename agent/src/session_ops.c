@@ -53,7 +53,15 @@ kf_session *kf_session_start_cold(kf_agent *a, const kf_limits *l, kf_error *err
     return s;
 }
 
-int kf_op_create(kf_agent *a, const kf_limits *req, kf_session **out, kf_error *err) {
+int kf_op_create(kf_agent *a, const char *id, const char *tenant, const kf_limits *req,
+                 kf_session **out, kf_error *err) {
+    /* Checked before any work: a taken id must not cost a sandbox start. */
+    if (id && kf_agent_id_check(a, id, err) < 0)
+        return err ? err->code : -EINVAL;
+    if (tenant && !kf_tenant_valid(tenant))
+        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
+                            "tenant '%.64s' is malformed (0-%d of A-Z, a-z, 0-9, '.', '_', '-', '@')",
+                            tenant, KF_TENANT_MAX);
     kf_limits l;
     int r = kf_limits_resolve(&a->cfg, req, &l, err);
     if (r < 0)
@@ -97,14 +105,20 @@ int kf_op_create(kf_agent *a, const kf_limits *req, kf_session **out, kf_error *
         if (!s)
             return err ? err->code : -EIO;
     }
-    kf_random_id(s->id, sizeof(s->id), "s-", 20);
+    if (id)
+        snprintf(s->id, sizeof(s->id), "%s", id);
+    else
+        kf_random_id(s->id, sizeof(s->id), "s-", 20);
+    snprintf(s->tenant, sizeof(s->tenant), "%s", tenant ? tenant : "");
     s->last_active_ms = kf_unix_ms();
     s->state = KF_SS_READY;
     r = kf_store_save(a, s);
     if (r == 0)
         r = kf_agent_insert(a, s, err);
     if (r < 0) {
-        kf_error_set(err, r, 0, "cannot record session %s", s->id);
+        /* -EEXIST: a concurrent StartSession won the id; keep that reason. */
+        if (r != -EEXIST)
+            kf_error_set(err, r, 0, "cannot record session %s", s->id);
         pthread_mutex_lock(&s->lock);
         kf_sandbox_destroy(a, s);
         pthread_mutex_unlock(&s->lock);

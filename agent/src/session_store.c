@@ -48,6 +48,7 @@ int kf_store_save(kf_agent *a, kf_session *s) {
         return -ENOMEM;
     cJSON_AddNumberToObject(o, "version", 1);
     cJSON_AddStringToObject(o, "id", s->id);
+    cJSON_AddStringToObject(o, "tenant", s->tenant);
     cJSON_AddStringToObject(o, "sbid", s->sbid);
     add_u64(o, "slot", s->slot);
     add_u64(o, "uid", s->uid);
@@ -123,6 +124,7 @@ static kf_session *parse_record(const char *text) {
         return NULL;
     }
     snprintf(s->id, sizeof(s->id), "%s", get_str(o, "id"));
+    snprintf(s->tenant, sizeof(s->tenant), "%s", get_str(o, "tenant")); /* absent in older records */
     snprintf(s->sbid, sizeof(s->sbid), "%s", get_str(o, "sbid"));
     snprintf(s->key, sizeof(s->key), "%s", get_str(o, "key"));
     s->slot = (uint32_t)get_u64(o, "slot");

@@ -129,6 +129,8 @@ int kf_agent_insert(kf_agent *a, kf_session *s, kf_error *err) {
     s->refs++;
     s->in_table = 1;
     a->n_sessions++;
+    a->memory_reserved_bytes += s->limits.memory_bytes;
+    a->cpu_reserved_millis += s->limits.cpu_millis;
     pthread_mutex_unlock(&a->table_lock);
     return 0;
 }
@@ -159,12 +161,58 @@ void kf_agent_remove(kf_agent *a, kf_session *s, const char *tombstone_reason) {
             j = (j + 1) & mask;
         }
         a->n_sessions--;
+        a->memory_reserved_bytes -= s->limits.memory_bytes;
+        a->cpu_reserved_millis -= s->limits.cpu_millis;
         s->in_table = 0;
         s->refs--;
     }
     if (tombstone_reason && s->id[0])
         add_tombstone_locked(a, s->id, tombstone_reason);
     pthread_mutex_unlock(&a->table_lock);
+}
+
+void kf_agent_usage(kf_agent *a, kf_node_usage *u) {
+    pthread_mutex_lock(&a->table_lock);
+    u->sessions = (uint32_t)a->n_sessions;
+    u->pool_ready = (uint32_t)a->pool_ready;
+    u->pool_target = a->cfg.pool_size;
+    u->memory_reserved_bytes = a->memory_reserved_bytes;
+    u->cpu_reserved_millis = a->cpu_reserved_millis;
+    pthread_mutex_unlock(&a->table_lock);
+}
+
+int kf_tenant_valid(const char *tenant) {
+    size_t n = strlen(tenant);
+    if (n > KF_TENANT_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = tenant[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-' || ch == '@'))
+            return 0;
+    }
+    return 1;
+}
+
+int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err) {
+    if (!kf_session_id_valid(id))
+        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
+                            "session id '%.64s' is malformed (1-%d of a-z, 0-9, '-', '_')", id,
+                            KF_ID_MAX);
+    pthread_mutex_lock(&a->table_lock);
+    int found;
+    find_index(a, id, &found);
+    int r = 0;
+    if (found)
+        r = kf_error_set(err, -EEXIST, KF_ST_ALREADY_EXISTS, "session %s already exists on this node", id);
+    for (size_t k = 0; !r && k < KF_TOMBSTONES; k++) {
+        kf_tombstone *t = &a->tombstones[k];
+        if (t->id[0] && !strcmp(t->id, id))
+            r = kf_error_set(err, -EEXIST, KF_ST_ALREADY_EXISTS,
+                             "session id %s was used on this node (it %s)", id, t->reason);
+    }
+    pthread_mutex_unlock(&a->table_lock);
+    return r;
 }
 
 kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {

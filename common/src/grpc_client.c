@@ -25,9 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* PEM files are small; anything larger is not a certificate. */
-#define KF_TLS_FILE_MAX (1024 * 1024)
-
 struct kf_grpc_client {
     grpc_channel *channel;
     /* Sent on every call; count 0 when there is no token. */

@@ -3,11 +3,13 @@
  * Threads: one accept thread loops on the server's completion queue (a
  * "next" queue) and owns the outstanding grpc_server_request_call slots; on
  * each arrival it re-posts the slot and starts a detached handler thread for
- * the call. Each call has a private "pluck" completion queue, so its handler
+ * the call. Listeners are plaintext or TLS (optionally mutual). Each call
+ * has a private "pluck" completion queue, so its handler
  * waits for its own batches only. The live-call count (under g->lock) bounds
  * the handler threads and lets kf_server_free wait for all of them.
  */
 #include "kf/grpc_server.h"
+#include "kf/cleanup.h"
 #include "kf/grpc_codec.h"
 #include "kf/log.h"
 #include "kf/util.h"
@@ -21,6 +23,7 @@
 #include <string.h>
 
 #define KF_ACCEPT_SLOTS 16
+#define KF_SPARE_WORKERS 4 /* idle workers kept waiting for the next call */
 
 typedef struct accept_slot {
     struct kf_server *srv;
@@ -36,8 +39,9 @@ struct kf_server {
     kf_method *methods;
     size_t n_methods;
     size_t max_calls;
-    pthread_t accept_thread;
-    int started;
+    int workers;      /* worker threads alive (under lock) */
+    int idle_workers; /* of those, waiting on the queue */
+    int max_workers;
     accept_slot slots[KF_ACCEPT_SLOTS];
     pthread_mutex_t lock;
     pthread_cond_t idle;
@@ -247,17 +251,6 @@ static void call_free(kf_call *c) {
     free(c);
 }
 
-static void *handler_thread(void *arg) {
-    kf_call *c = arg;
-    post_close(c);
-    if (c->method)
-        c->method->fn(c, c->method->userdata);
-    else
-        kf_call_finish(c, KF_ST_UNIMPLEMENTED, "unknown method");
-    call_free(c);
-    return NULL;
-}
-
 static int post_slot(kf_server *s, accept_slot *slot) {
     slot->srv = s;
     slot->call = NULL;
@@ -277,10 +270,12 @@ static int post_slot(kf_server *s, accept_slot *slot) {
     return 0;
 }
 
-static void dispatch(kf_server *s, accept_slot *slot) {
+/* Turns an arrived slot into a kf_call (registered as live). *over is set
+ * when the call must be refused (too many in flight, or shutting down). */
+static kf_call *take_call(kf_server *s, accept_slot *slot, int *over) {
     kf_call *c = calloc(1, sizeof(*c));
     if (!c)
-        abort(); /* out of memory in the accept loop: nothing sane to do */
+        abort(); /* out of memory in the accept path: nothing sane to do */
     c->srv = s;
     c->call = slot->call;
     c->cq = slot->call_cq;
@@ -296,35 +291,71 @@ static void dispatch(kf_server *s, accept_slot *slot) {
             c->method = &s->methods[i];
 
     pthread_mutex_lock(&s->lock);
-    int over = s->live_calls >= s->max_calls || s->shutting_down;
+    *over = s->live_calls >= s->max_calls || s->shutting_down;
     s->live_calls++;
     c->next = s->calls;
     if (s->calls)
         s->calls->prev = c;
     s->calls = c;
     pthread_mutex_unlock(&s->lock);
+    return c;
+}
 
+static void run_call(kf_call *c, int over) {
+    post_close(c);
+    if (over)
+        kf_call_finish(c, KF_ST_RESOURCE_EXHAUSTED, "server busy: too many calls in flight");
+    else if (c->method)
+        c->method->fn(c, c->method->userdata);
+    else
+        kf_call_finish(c, KF_ST_UNIMPLEMENTED, "unknown method");
+    call_free(c);
+}
+
+static void *worker_loop(void *arg);
+
+static int start_worker(kf_server *s) {
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    if (over || pthread_create(&t, &attr, handler_thread, c) != 0) {
-        /* Refuse inline: short, bounded work on the call's own queue. */
-        post_close(c);
-        kf_call_finish(c, KF_ST_RESOURCE_EXHAUSTED,
-                       over ? "server busy: too many calls in flight" : "cannot start handler");
-        call_free(c);
-    }
+    pthread_attr_setstacksize(&attr, 512 * 1024);
+    int r = pthread_create(&t, &attr, worker_loop, s);
     pthread_attr_destroy(&attr);
+    return -r;
 }
 
-static void *accept_loop(void *arg) {
+/* A worker waits on the server queue and runs the call that arrives on its
+ * own thread, start to finish: no hand-off between accepting and handling
+ * (each hand-off costs a wake-up, which a busy machine makes slow). Before
+ * handling, a worker that sees nobody else waiting starts a spare, so a
+ * long call (an Execute stream) never blocks the next one; spares beyond
+ * KF_SPARE_WORKERS retire after their call. */
+static void *worker_loop(void *arg) {
     kf_server *s = arg;
     for (;;) {
+        pthread_mutex_lock(&s->lock);
+        s->idle_workers++;
+        pthread_mutex_unlock(&s->lock);
         grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        if (ev.type == GRPC_QUEUE_SHUTDOWN)
-            break;
+        pthread_mutex_lock(&s->lock);
+        s->idle_workers--;
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) {
+            s->workers--;
+            pthread_cond_broadcast(&s->idle);
+            pthread_mutex_unlock(&s->lock);
+            return NULL;
+        }
+        int spawn = s->idle_workers == 0 && s->workers < s->max_workers && !s->shutting_down;
+        if (spawn)
+            s->workers++;
+        int stop = s->shutting_down;
+        pthread_mutex_unlock(&s->lock);
+        if (spawn && start_worker(s) < 0) {
+            pthread_mutex_lock(&s->lock);
+            s->workers--;
+            pthread_mutex_unlock(&s->lock);
+        }
         if (ev.type != GRPC_OP_COMPLETE || ev.tag == (void *)s)
             continue; /* s itself is the shutdown-notify tag */
         accept_slot *slot = ev.tag;
@@ -337,14 +368,21 @@ static void *accept_loop(void *arg) {
             grpc_metadata_array_destroy(&slot->md);
             continue;
         }
-        dispatch(s, slot);
-        pthread_mutex_lock(&s->lock);
-        int stop = s->shutting_down;
-        pthread_mutex_unlock(&s->lock);
+        int over;
+        kf_call *c = take_call(s, slot, &over);
         if (!stop && post_slot(s, slot) < 0)
             kf_warn("grpc: could not re-post an accept slot");
+        run_call(c, over);
+        pthread_mutex_lock(&s->lock);
+        int retire = s->idle_workers >= KF_SPARE_WORKERS;
+        if (retire) {
+            s->workers--;
+            pthread_cond_broadcast(&s->idle);
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (retire)
+            return NULL;
     }
-    return NULL;
 }
 
 int kf_server_new(kf_server **out, const kf_method *methods, size_t n, size_t max_calls) {
@@ -360,6 +398,7 @@ int kf_server_new(kf_server **out, const kf_method *methods, size_t n, size_t ma
     memcpy(s->methods, methods, n * sizeof(*methods));
     s->n_methods = n;
     s->max_calls = max_calls ? max_calls : 512;
+    s->max_workers = (int)s->max_calls + KF_SPARE_WORKERS;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
     grpc_arg args[2];
@@ -386,14 +425,64 @@ int kf_server_listen(kf_server *s, const char *addr, kf_error *err) {
     return 0;
 }
 
+static int read_pem(const char *what, const char *path, char **out, kf_error *err) {
+    size_t len;
+    int r = kf_read_file(path, KF_TLS_FILE_MAX, out, &len);
+    if (r < 0)
+        return kf_error_set(err, r, 0, "cannot read TLS %s %s: %s", what, path, strerror(-r));
+    return 0;
+}
+
+int kf_server_listen_tls(kf_server *s, const char *addr, const kf_server_tls *tls, kf_error *err) {
+    if (!tls || !tls->cert_file || !tls->key_file)
+        return kf_error_set(err, -EINVAL, 0, "TLS on %s needs a certificate and a key", addr);
+    if (!strncmp(addr, "unix:", 5))
+        return kf_error_set(err, -EINVAL, 0, "TLS is for TCP listeners, not %s", addr);
+    _cleanup_free_ char *cert = NULL, *key = NULL, *ca = NULL;
+    int r;
+    if ((r = read_pem("certificate", tls->cert_file, &cert, err)) < 0 ||
+        (r = read_pem("key", tls->key_file, &key, err)) < 0 ||
+        (tls->client_ca_file && (r = read_pem("client CA", tls->client_ca_file, &ca, err)) < 0)) {
+        if (key)
+            explicit_bzero(key, strlen(key));
+        return r;
+    }
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+    /* gRPC copies the PEM strings; ours are freed (the key wiped) here. */
+    grpc_server_credentials *creds = grpc_ssl_server_credentials_create_ex(
+        ca, &pair, 1,
+        ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+           : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+        NULL);
+    explicit_bzero(key, strlen(key));
+    if (!creds)
+        return kf_error_set(err, -EINVAL, 0, "gRPC rejected the TLS credentials for %s", addr);
+    int port = grpc_server_add_http2_port(s->server, addr, creds);
+    grpc_server_credentials_release(creds);
+    if (port == 0)
+        return kf_error_set(err, -EADDRNOTAVAIL, KF_ST_UNAVAILABLE,
+                            "cannot listen on %s with TLS (address in use, or the key does not "
+                            "match the certificate?)",
+                            addr);
+    return 0;
+}
+
 int kf_server_start(kf_server *s, kf_error *err) {
     grpc_server_start(s->server);
     for (size_t i = 0; i < KF_ACCEPT_SLOTS; i++)
         if (post_slot(s, &s->slots[i]) < 0)
             return kf_error_set(err, -EIO, 0, "cannot post accept slots");
-    if (pthread_create(&s->accept_thread, NULL, accept_loop, s) != 0)
-        return kf_error_set(err, -EAGAIN, 0, "cannot start the accept thread");
-    s->started = 1;
+    pthread_mutex_lock(&s->lock);
+    s->workers = 2;
+    pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < 2; i++)
+        if (start_worker(s) < 0) {
+            pthread_mutex_lock(&s->lock);
+            s->workers--;
+            pthread_mutex_unlock(&s->lock);
+            if (i == 0)
+                return kf_error_set(err, -EAGAIN, 0, "cannot start the server's threads");
+        }
     return 0;
 }
 
@@ -412,9 +501,14 @@ void kf_server_free(kf_server *s) {
         pthread_cond_wait(&s->idle, &s->lock);
     pthread_mutex_unlock(&s->lock);
     grpc_completion_queue_shutdown(s->cq);
-    if (s->started)
-        pthread_join(s->accept_thread, NULL);
-    else
+    /* Every worker gets GRPC_QUEUE_SHUTDOWN and leaves; without workers
+     * (never started) drain the queue here. */
+    pthread_mutex_lock(&s->lock);
+    int any = s->workers > 0;
+    while (s->workers > 0)
+        pthread_cond_wait(&s->idle, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    if (!any)
         while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
                GRPC_QUEUE_SHUTDOWN)
             ;

@@ -10,6 +10,10 @@
  * well below this. */
 #define KF_GRPC_MAX_MESSAGE (8 * 1024 * 1024)
 
+/* Largest TLS PEM file (certificate, key, CA bundle) either side reads:
+ * PEM files are small; anything larger is not a certificate. */
+#define KF_TLS_FILE_MAX (1024 * 1024)
+
 /* kf_pb_to_buffer - serialise msg into a new byte buffer (caller destroys
  * it with grpc_byte_buffer_destroy). Returns NULL only on allocation failure. */
 grpc_byte_buffer *kf_pb_to_buffer(const ProtobufCMessage *msg);

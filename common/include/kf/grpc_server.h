@@ -1,10 +1,11 @@
 /* grpc_server.h - a small blocking-handler server over gRPC core (C API).
  *
- * One thread drives the server's completion queue and only accepts calls;
- * each accepted call gets its own pluck completion queue and runs its
- * handler on a thread of its own, written as straight-line blocking code
- * (recv, send, send, finish). The number of calls handled at once is
- * bounded (max_calls); past it a call is refused with RESOURCE_EXHAUSTED.
+ * A pool of worker threads waits on the server's completion queue; the
+ * worker that receives a call runs its handler itself on the call's own
+ * pluck completion queue, as straight-line blocking code (recv, send, send,
+ * finish), and a spare worker is started whenever none is left waiting.
+ * The number of calls handled at once is bounded (max_calls); past it a
+ * call is refused with RESOURCE_EXHAUSTED.
  *
  * A kf_call belongs to its handler thread: only that thread may use it.
  * Ownership of messages: kf_call_recv returns a message the caller frees
@@ -38,7 +39,24 @@ int kf_server_new(kf_server **out, const kf_method *methods, size_t n, size_t ma
  * Before kf_server_start only. */
 int kf_server_listen(kf_server *s, const char *addr, kf_error *err);
 
-/* kf_server_start - start serving (spawns the accept thread). */
+/* Server-side TLS for kf_server_listen_tls. Files are PEM, read once at
+ * listen time (each at most KF_TLS_FILE_MAX bytes). */
+typedef struct kf_server_tls {
+    const char *cert_file;      /* certificate chain (required) */
+    const char *key_file;       /* its private key (required) */
+    /* NULL: no client certificate is asked for. Set: every client must
+     * present a certificate that verifies against these roots (mTLS); a
+     * client without one fails the handshake. */
+    const char *client_ca_file;
+} kf_server_tls;
+
+/* kf_server_listen_tls - like kf_server_listen, over TLS (host:port only).
+ * -ENOENT/-EACCES/-EFBIG with the file named when a PEM cannot be read,
+ * -EINVAL when gRPC rejects the credentials, -EADDRNOTAVAIL when the
+ * address cannot be bound (a cert/key mismatch shows up here too). */
+int kf_server_listen_tls(kf_server *s, const char *addr, const kf_server_tls *tls, kf_error *err);
+
+/* kf_server_start - start serving (spawns the first workers). */
 int kf_server_start(kf_server *s, kf_error *err);
 
 /* kf_server_free - stop accepting, cancel calls in flight, wait for every

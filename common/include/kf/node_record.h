@@ -1,0 +1,90 @@
+/* node_record.h - what a node publishes about itself in etcd, and where:
+ * the key layout shared by the agents (writers of node and usage records)
+ * and the scheduler and kfleetctl (readers; writers of admin records).
+ * ARCHITECTURE.md "etcd key layout" is the prose version of this file.
+ *
+ *   /kfleet/nodes/<node>  node record, on the node's lease
+ *   /kfleet/usage/<node>  usage record, on the node's lease, <= 1 write/s
+ *   /kfleet/admin/<node>  admin record, no lease (outlives the agent)
+ *
+ * Values are JSON objects. Integers are JSON numbers up to 10^15 - 1 (what
+ * cJSON prints exactly) and decimal strings above; readers accept both and
+ * parse strings without a double.
+ *
+ * The encoders and the parser are pure (no I/O, no locks, no globals), so
+ * they are unit-tested alone and fuzzable. Strings they return are malloc'd;
+ * the caller frees them.
+ */
+#ifndef KF_NODE_RECORD_H
+#define KF_NODE_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KF_KEY_NODES "/kfleet/nodes/"
+#define KF_KEY_USAGE "/kfleet/usage/"
+#define KF_KEY_ADMIN "/kfleet/admin/"
+
+/* Node labels, published for placement. Bounded: few and short. */
+#define KF_MAX_LABELS 16
+#define KF_LABEL_MAX 63
+typedef struct kf_label {
+    char key[KF_LABEL_MAX + 1];
+    char value[KF_LABEL_MAX + 1];
+} kf_label;
+
+/* The node record: fixed for the life of one agent process. */
+typedef struct kf_node_info {
+    const char *id;          /* node name, the last key component */
+    const char *address;     /* host:port the scheduler dials (kfleet.v1.Agent) */
+    uint64_t memory_bytes;   /* capacity */
+    uint64_t cpu_millis;
+    uint64_t session_slots;
+    const kf_label *labels;
+    size_t n_labels;
+    const char *version;     /* agent version */
+    bool tls;                /* the address speaks TLS */
+    int64_t started_unix_ms; /* this agent process's start */
+} kf_node_info;
+
+/* The usage record: what the node has handed out. */
+typedef struct kf_node_usage {
+    uint32_t sessions;
+    uint32_t pool_ready;
+    uint32_t pool_target;
+    uint64_t memory_reserved_bytes;
+    uint64_t cpu_reserved_millis;
+} kf_node_usage;
+
+/* The admin record, written by operators (kfleetctl) or the scheduler. */
+#define KF_ADMIN_TEXT_MAX 255
+typedef struct kf_node_admin {
+    bool cordoned;
+    char reason[KF_ADMIN_TEXT_MAX + 1]; /* cut to fit */
+    char by[KF_ADMIN_TEXT_MAX + 1];
+    int64_t at_unix_ms;
+} kf_node_admin;
+
+/* kf_node_info_json - the node record: {id, address, capacity{memory_bytes,
+ * cpu_millis, session_slots}, labels{k: v}, version, tls, started_unix_ms}.
+ * NULL on allocation failure. */
+char *kf_node_info_json(const kf_node_info *n);
+
+/* kf_node_usage_json - the usage record: {sessions, pool_ready,
+ * pool_target, memory_reserved_bytes, cpu_reserved_millis, updated_unix_ms}.
+ * NULL on allocation failure. */
+char *kf_node_usage_json(const kf_node_usage *u, int64_t now_unix_ms);
+
+/* kf_node_usage_equal - same counters (updated_unix_ms is not compared). */
+bool kf_node_usage_equal(const kf_node_usage *a, const kf_node_usage *b);
+
+/* kf_node_admin_json - the admin record {cordoned, reason, by, at}. */
+char *kf_node_admin_json(const kf_node_admin *a);
+
+/* kf_node_admin_parse - parse text[0..len) (untrusted). Absent fields take
+ * their zero value; long strings are cut. -EBADMSG if it is not a JSON
+ * object or a field has the wrong type. On failure *out is zeroed. */
+int kf_node_admin_parse(const char *text, size_t len, kf_node_admin *out);
+
+#endif

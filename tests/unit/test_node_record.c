@@ -1,0 +1,97 @@
+/* test_node_record.c - the etcd node/usage/admin records: exact integers
+ * (numbers below 10^15, strings from there on), labels, usage comparison,
+ * and the admin parser on well-formed and hostile input. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "kf/node_record.h"
+
+static void test_node_info(void **state) {
+    (void)state;
+    kf_label labels[2] = {{"zone", "z1"}, {"disk", "ssd"}};
+    kf_node_info n = {.id = "n1", .address = "127.0.0.1:7000", .memory_bytes = 8ULL << 30,
+                      .cpu_millis = 3500, .session_slots = 7, .labels = labels, .n_labels = 2,
+                      .version = "0.1.0", .tls = true, .started_unix_ms = 1700000000123};
+    char *j = kf_node_info_json(&n);
+    assert_non_null(j);
+    assert_string_equal(j, "{\"id\":\"n1\",\"address\":\"127.0.0.1:7000\",\"capacity\":{\"memory_bytes\":8589934592,"
+                           "\"cpu_millis\":3500,\"session_slots\":7},\"labels\":{\"zone\":\"z1\",\"disk\":\"ssd\"},"
+                           "\"version\":\"0.1.0\",\"tls\":true,\"started_unix_ms\":1700000000123}");
+    free(j);
+}
+
+static void test_usage_exact_integers(void **state) {
+    (void)state;
+    kf_node_usage u = {.sessions = 3, .pool_ready = 1, .pool_target = 2,
+                       .memory_reserved_bytes = (1ULL << 53) + 1, .cpu_reserved_millis = 999999999999999ULL};
+    char *j = kf_node_usage_json(&u, 1000000000000000LL);
+    assert_non_null(j);
+    assert_string_equal(j, "{\"sessions\":3,\"pool_ready\":1,\"pool_target\":2,"
+                           "\"memory_reserved_bytes\":\"9007199254740993\","
+                           "\"cpu_reserved_millis\":999999999999999,"
+                           "\"updated_unix_ms\":\"1000000000000000\"}");
+    free(j);
+    kf_node_usage v = u;
+    assert_true(kf_node_usage_equal(&u, &v));
+    v.pool_ready = 0;
+    assert_false(kf_node_usage_equal(&u, &v));
+}
+
+static void test_admin_round_trip(void **state) {
+    (void)state;
+    kf_node_admin a = {.cordoned = true, .reason = "disk", .by = "ops", .at_unix_ms = 1700000000000};
+    char *j = kf_node_admin_json(&a);
+    assert_non_null(j);
+    kf_node_admin b;
+    assert_int_equal(kf_node_admin_parse(j, strlen(j), &b), 0);
+    assert_true(b.cordoned);
+    assert_string_equal(b.reason, "disk");
+    assert_string_equal(b.by, "ops");
+    assert_int_equal(b.at_unix_ms, 1700000000000);
+    free(j);
+    const char *s = "{\"at\":\"9007199254740993\"}"; /* exact as a string; absent fields zero */
+    assert_int_equal(kf_node_admin_parse(s, strlen(s), &b), 0);
+    assert_false(b.cordoned);
+    assert_string_equal(b.reason, "");
+    assert_int_equal(b.at_unix_ms, 9007199254740993LL);
+}
+
+static void test_admin_hostile(void **state) {
+    (void)state;
+    const char *bad[] = {"", "not json", "[]", "null", "{\"cordoned\":\"yes\"}", "{\"reason\":5}",
+                         "{\"at\":1.5}", "{\"at\":\"12x\"}", "{\"at\":1e300}", "{\"by\":{}}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        kf_node_admin b = {.cordoned = true};
+        assert_int_equal(kf_node_admin_parse(bad[i], strlen(bad[i]), &b), -EBADMSG);
+        assert_false(b.cordoned);
+    }
+    /* a long reason is cut, not overflowed; the length bound is honoured */
+    size_t n = 4000;
+    char *big = malloc(n + 32);
+    assert_non_null(big);
+    strcpy(big, "{\"cordoned\":true,\"reason\":\"");
+    size_t off = strlen(big);
+    memset(big + off, 'r', n);
+    strcpy(big + off + n, "\"}");
+    kf_node_admin b;
+    assert_int_equal(kf_node_admin_parse(big, strlen(big), &b), 0);
+    assert_int_equal(strlen(b.reason), KF_ADMIN_TEXT_MAX);
+    assert_int_equal(kf_node_admin_parse(big, off, &b), -EBADMSG); /* cut mid-string */
+    free(big);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_node_info),
+        cmocka_unit_test(test_usage_exact_integers),
+        cmocka_unit_test(test_admin_round_trip),
+        cmocka_unit_test(test_admin_hostile),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
