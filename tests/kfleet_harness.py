@@ -407,3 +407,79 @@ def require_root():
     import pytest
     if os.geteuid() != 0:
         pytest.skip("needs root (namespaces, cgroups, loop devices)")
+
+
+class Scheduler:
+    """A kfleet-scheduler process on a private unix socket (and optionally
+    TCP), pointed at an etcd. client() speaks kfleet.v1.Sessions to it."""
+
+    def __init__(self, etcd_url, extra=()):
+        self.dir = tempfile.mkdtemp(prefix="kfs-", dir="/var/tmp")
+        self.sock = os.path.join(self.dir, "scheduler.sock")
+        self.etcd_url = etcd_url
+        self.extra = list(extra)
+        self.proc = None
+        self.log = None
+        self.log_path = os.path.join(self.dir, "scheduler.log")
+
+    @staticmethod
+    def binary():
+        p = os.path.join(BUILD, "scheduler", "src", "kfleet-scheduler")
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"kfleet-scheduler not built under {BUILD}")
+        return p
+
+    def args(self):
+        return [self.binary(), "--etcd", self.etcd_url, "--listen", self.sock] + self.extra
+
+    @property
+    def tcp(self):
+        """The --listen-tcp address given in extra, or None."""
+        if "--listen-tcp" in self.extra:
+            return self.extra[self.extra.index("--listen-tcp") + 1]
+        return None
+
+    def start(self, timeout=30):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args(), stdout=self.log, stderr=self.log)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"scheduler exited with {self.proc.returncode}:\n{self.logs()}")
+            if os.path.exists(self.sock):
+                try:
+                    self.client().list()
+                    return self
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.05)
+        raise TimeoutError("scheduler did not come up:\n" + self.logs())
+
+    def logs(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def close(self):
+        """Stops the scheduler and returns (exit code, log)."""
+        self.stop()
+        rc, logs = (self.proc.returncode if self.proc else None), self.logs()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return rc, logs
+
+    def client(self):
+        return Client(f"unix:{self.sock}")

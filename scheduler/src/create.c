@@ -1,0 +1,194 @@
+/* create.c - CreateSession: place, commit, start.
+ *
+ * 1. pick a node in the cached view (kf_view_place reserves the request
+ *    there, so concurrent creates spread);
+ * 2. commit /kfleet/sessions/<id> = {id, node, created_unix_ms, limits} in
+ *    one txn that requires the key to be absent and the node record to be
+ *    the one we placed on (its mod revision): a node that re-registered or
+ *    left meanwhile makes the commit fail and placement runs again;
+ * 3. kfleet.v1.Agent/StartSession on that node with the id;
+ * 4. on failure the record is deleted (never leaked) and the next node is
+ *    tried once, under a fresh id (the failed node may hold the old one,
+ *    e.g. a tombstone); the client gets the agent's Session, or the last
+ *    error.
+ *
+ * Requested limits left at 0 are placed as the agents' defaults (1 GiB,
+ * 1 cpu); the agent applies its own defaults and reports them in the
+ * Session, and its usage record corrects the view within a second.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kf/cleanup.h"
+#include "kf/log.h"
+#include "kf/node_record.h"
+#include "kf/util.h"
+#include "kfleet/v1/agent.pb-c.h"
+#include "kfleet/v1/sessions.pb-c.h"
+#include "scheduler.h"
+
+#define DEFAULT_MEMORY (1024ULL * 1024 * 1024)
+#define DEFAULT_CPU 1000
+#define COMMIT_TRIES 4     /* placements retried after a lost commit race */
+#define START_TRIES 2      /* nodes tried when StartSession fails */
+#define START_TIMEOUT_MS 120000
+
+int64_t kf_sched_timeout_ms(kf_call *c, int64_t dflt_ms) {
+    int64_t dl = kf_call_deadline_ms(c);
+    if (dl == INT64_MAX)
+        return dflt_ms;
+    int64_t left = dl - kf_mono_ms();
+    return left > 1 ? left : 1;
+}
+
+static void add_u64(cJSON *o, const char *name, uint64_t v) {
+    if (v < 1000000000000000ULL) {
+        cJSON_AddNumberToObject(o, name, (double)v);
+    } else {
+        char buf[24];
+        snprintf(buf, sizeof(buf), "%" PRIu64, v);
+        cJSON_AddStringToObject(o, name, buf);
+    }
+}
+
+/* The session record (malloc'd JSON, NULL on allocation failure). */
+static char *session_record(const char *id, const char *node, const Kfleet__V1__Limits *l) {
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return NULL;
+    cJSON_AddStringToObject(j, "id", id);
+    cJSON_AddStringToObject(j, "node", node);
+    add_u64(j, "created_unix_ms", (uint64_t)kf_unix_ms());
+    cJSON *lim = cJSON_AddObjectToObject(j, "limits");
+    if (lim && l) {
+        add_u64(lim, "memory_bytes", l->memory_bytes);
+        add_u64(lim, "cpu_millis", l->cpu_millis);
+        add_u64(lim, "pids", l->pids);
+        add_u64(lim, "exec_timeout_ms", l->exec_timeout_ms);
+        add_u64(lim, "disk_bytes", l->disk_bytes);
+        add_u64(lim, "disk_inodes", l->disk_inodes);
+        add_u64(lim, "idle_timeout_s", l->idle_timeout_s);
+        add_u64(lim, "max_lifetime_s", l->max_lifetime_s);
+    }
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+/* Commits the record; *won false when a compare failed (lost a race). */
+static int commit(kf_sched *s, const char *id, const kf_node_addr *n, const char *record,
+                  bool *won, kf_error *err) {
+    char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX], nkey[sizeof(KF_KEY_NODES) + KF_PLACE_ID_MAX];
+    snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
+    snprintf(nkey, sizeof(nkey), "%s%s", KF_KEY_NODES, n->node);
+    kf_etcd_cmp cmps[] = {
+        {.key = key, .key_len = strlen(key), .target = KF_ETCD_CMP_CREATE, .result = KF_ETCD_CMP_EQUAL, .number = 0},
+        {.key = nkey, .key_len = strlen(nkey), .target = KF_ETCD_CMP_MOD, .result = KF_ETCD_CMP_EQUAL,
+         .number = n->mod_revision},
+    };
+    kf_etcd_op put = {.type = KF_ETCD_OP_PUT, .key = key, .key_len = strlen(key), .value = record,
+                      .value_len = strlen(record)};
+    return kf_etcd_txn(s->etcd, cmps, KF_ARRAY_SIZE(cmps), &put, 1, NULL, 0, won, NULL, err);
+}
+
+static void forget(kf_sched *s, const char *id) {
+    char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX];
+    snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
+    kf_error e = {0};
+    if (kf_etcd_delete(s->etcd, key, strlen(key), NULL, 0, NULL, NULL, &e) < 0)
+        kf_warn("session %s: record not deleted: %s", id, e.msg);
+    kf_session_table_remove(s->sessions, id);
+}
+
+void kf_sched_create(kf_call *c, void *ud) {
+    kf_sched *s = ud;
+    int eof;
+    _cleanup_pb_ Kfleet__V1__CreateSessionRequest *req =
+        (void *)kf_call_recv(c, &kfleet__v1__create_session_request__descriptor, &eof);
+    if (!req) {
+        kf_call_finish(c, KF_ST_INVALID_ARGUMENT, "malformed CreateSessionRequest");
+        return;
+    }
+    const Kfleet__V1__Limits *l = req->limits;
+    kf_place_request preq = {
+        .memory = l && l->memory_bytes ? l->memory_bytes : DEFAULT_MEMORY,
+        .cpu = l && l->cpu_millis ? l->cpu_millis : DEFAULT_CPU,
+    };
+    char exclude[START_TRIES][KF_PLACE_ID_MAX + 1];
+    size_t n_exclude = 0;
+    kf_status last_st = KF_ST_UNAVAILABLE;
+    char last_msg[KF_RPC_STATUS_MSG_MAX + 128] = "no node could start the session";
+    int commits = 0;
+
+    while (n_exclude < START_TRIES) {
+        kf_node_addr n;
+        char explain[512];
+        int rc = kf_view_place(s->view, &preq, exclude, n_exclude, &n, explain, sizeof(explain));
+        if (rc < 0) {
+            if (n_exclude == 0)
+                kf_call_finish(c, rc == -ENOSPC ? KF_ST_RESOURCE_EXHAUSTED : KF_ST_INTERNAL, explain);
+            else
+                kf_call_finish(c, last_st, last_msg);
+            return;
+        }
+        char id[KF_SESSION_ID_MAX + 1];
+        kf_random_id(id, sizeof(id), "s-", 20);
+        _cleanup_free_ char *record = session_record(id, n.node, l);
+        kf_error err = {0};
+        bool won = false;
+        rc = record ? commit(s, id, &n, record, &won, &err) : kf_error_set(&err, -ENOMEM, 0, "out of memory");
+        if (rc < 0) {
+            /* outcome unknown for a write: delete to be sure nothing leaks */
+            kf_view_unreserve(s->view, n.node, &preq);
+            forget(s, id);
+            kf_call_finish(c, KF_ST_UNAVAILABLE, err.msg);
+            return;
+        }
+        if (!won) {
+            kf_view_unreserve(s->view, n.node, &preq);
+            if (++commits >= COMMIT_TRIES) {
+                kf_call_finish(c, KF_ST_ABORTED, "placement kept losing commit races; retry");
+                return;
+            }
+            kf_debug("commit on %s lost a race; placing again", n.node);
+            continue;
+        }
+        kf_session_table_put(s->sessions, id, n.node);
+
+        Kfleet__V1__StartSessionRequest sreq = KFLEET__V1__START_SESSION_REQUEST__INIT;
+        sreq.session_id = id;
+        sreq.limits = (Kfleet__V1__Limits *)l;
+        kf_grpc_client *cl;
+        kf_rpc_status st = {0};
+        _cleanup_pb_ ProtobufCMessage *resp = NULL;
+        rc = kf_view_client(s->view, &n, &cl, &err);
+        if (rc == 0)
+            rc = kf_grpc_unary(cl, "/kfleet.v1.Agent/StartSession", &sreq.base,
+                               &kfleet__v1__session__descriptor,
+                               kf_sched_timeout_ms(c, START_TIMEOUT_MS), &resp, &st);
+        else
+            st = (kf_rpc_status){.code = GRPC_STATUS_UNAVAILABLE};
+        if (rc == 0) {
+            kf_info("session %s placed on %s", id, n.node);
+            kf_call_reply(c, resp);
+            return;
+        }
+        const char *why = st.message[0] ? st.message : err.msg;
+        kf_warn("session %s: start on %s failed: %s: %s", id, n.node,
+                kf_grpc_status_name(st.code), why);
+        forget(s, id);
+        kf_view_unreserve(s->view, n.node, &preq);
+        last_st = (kf_status)st.code;
+        snprintf(last_msg, sizeof(last_msg), "node %s: %s", n.node, why);
+        /* A client error (bad limits) would fail on any node: do not retry. */
+        if (st.code == GRPC_STATUS_INVALID_ARGUMENT || st.code == GRPC_STATUS_DEADLINE_EXCEEDED ||
+            st.code == GRPC_STATUS_CANCELLED)
+            break;
+        snprintf(exclude[n_exclude++], sizeof(exclude[0]), "%s", n.node);
+    }
+    kf_call_finish(c, last_st, last_msg);
+}

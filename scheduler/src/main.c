@@ -1,0 +1,106 @@
+/* main.c - kfleet-scheduler: the cluster front door. Serves the public
+ * kfleet.v1.Sessions service (the same one a single agent serves, so
+ * kfleetctl works against either), places new sessions on the nodes
+ * registered in etcd and forwards every other call to the session's node.
+ * v0: one replica (no leader election yet), no tenancy.
+ *
+ * Threads:
+ *  - main thread ............ start-up, then sigwait(SIGTERM/SIGINT), then
+ *                             orderly teardown (server, watches, etcd)
+ *  - gRPC server workers .... (common/src/grpc_server.c) wait on the server
+ *                             completion queue; the worker that takes a call
+ *                             runs its handler as blocking code: a handler
+ *                             reads the view and the session table under
+ *                             their locks (copies out), then talks to etcd
+ *                             and to one agent with no lock held
+ *  - view watch threads (3) . (view.c) /kfleet/nodes/, /kfleet/usage/,
+ *                             /kfleet/admin/ -> node entries + kf_placement,
+ *                             under the view's mutex
+ *  - session watch thread ... (session_table.c) /kfleet/sessions/ -> the
+ *                             id -> node table, under its mutex
+ *  - gRPC core's own threads (timers, executor)
+ * The etcd client is shared (its unary calls serialise on its own mutex,
+ * ~1 ms each on loopback); each watch has its own HTTP handle.
+ */
+#include <errno.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kf/log.h"
+#include "kf/util.h"
+#include "scheduler.h"
+
+#define START_LIST_WAIT_MS 5000
+
+int main(int argc, char **argv) {
+    kf_log_set_ident("kfleet-scheduler");
+    static kf_sched sched;
+    kf_sched *s = &sched;
+    kf_sched_config_defaults(&s->cfg);
+    kf_error err = {0};
+    int r = kf_sched_config_parse(&s->cfg, argc, argv, &err);
+    if (r == 1)
+        return 0;
+    if (r < 0) {
+        fprintf(stderr, "kfleet-scheduler: %s\n", err.msg);
+        return 2;
+    }
+    if (s->cfg.log_debug)
+        kf_log_set_level(KF_LOG_DEBUG);
+
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL); /* every thread inherits it */
+    signal(SIGPIPE, SIG_IGN);
+
+    kf_etcd_opts eo = {.endpoints = s->cfg.etcd_endpoints, .request_timeout_ms = 3000,
+                       .connect_timeout_ms = 1000};
+    if (kf_etcd_client_new(&eo, &s->etcd, &err) < 0 ||
+        kf_view_start(s->etcd, &s->cfg, START_LIST_WAIT_MS, &s->view, &err) < 0 ||
+        kf_session_table_start(s->etcd, START_LIST_WAIT_MS, &s->sessions, &err) < 0) {
+        kf_err("%s", err.msg);
+        return 1;
+    }
+
+    size_t n_methods;
+    const kf_method *methods = kf_sched_methods(s, &n_methods);
+    kf_server *srv;
+    if (kf_server_new(&srv, methods, n_methods, s->cfg.max_calls) < 0) {
+        kf_err("cannot create the gRPC server");
+        return 1;
+    }
+    char sockdir[sizeof(s->cfg.listen_unix)];
+    memcpy(sockdir, s->cfg.listen_unix, sizeof(sockdir)); /* NUL-terminated by the parser */
+    kf_mkdir_p(dirname(sockdir), 0755);
+    unlink(s->cfg.listen_unix);
+    char addr[sizeof(s->cfg.listen_unix) + 8];
+    snprintf(addr, sizeof(addr), "unix:%.*s", (int)sizeof(s->cfg.listen_unix) - 1, s->cfg.listen_unix);
+    if (kf_server_listen(srv, addr, &err) < 0 ||
+        (s->cfg.listen_tcp[0] && kf_server_listen(srv, s->cfg.listen_tcp, &err) < 0) ||
+        kf_server_start(srv, &err) < 0) {
+        kf_err("%s", err.msg);
+        return 1;
+    }
+    chmod(s->cfg.listen_unix, 0660);
+    kf_info("serving kfleet.v1.Sessions on %s%s%s (policy %s)", addr,
+            s->cfg.listen_tcp[0] ? " and " : "", s->cfg.listen_tcp,
+            s->cfg.policy == KF_PLACE_BINPACK ? "binpack" : "spread");
+
+    int sig = 0;
+    sigwait(&stop, &sig);
+    kf_info("signal %d: stopping", sig);
+    kf_server_free(srv); /* waits for every handler */
+    s->sessions = kf_session_table_free(s->sessions);
+    s->view = kf_view_free(s->view);
+    s->etcd = kf_etcd_client_free(s->etcd);
+    unlink(s->cfg.listen_unix);
+    kf_info("stopped");
+    return 0;
+}

@@ -1,0 +1,121 @@
+/* scheduler.h - kfleet-scheduler's internal interfaces: the configuration, the
+ * cluster view (view.c), the session table (session_table.c) and the
+ * kfleet.v1.Sessions handlers (create.c, proxy.c, service.c).
+ *
+ * Ownership: main.c owns one kf_sched for the life of the process. The view
+ * and the session table each own an etcd watch thread and a mutex; handler
+ * threads only read them through the functions below, which copy out what
+ * they return (no pointer into a locked structure escapes its lock).
+ */
+#ifndef KF_SCHED_H
+#define KF_SCHED_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kf/error.h"
+#include "kf/etcd.h"
+#include "kf/grpc_client.h"
+#include "kf/grpc_server.h"
+#include "placement.h"
+
+#define KF_SCHED_ADDR_MAX 128
+#define KF_KEY_SESSIONS "/kfleet/sessions/"
+#define KF_SESSION_ID_MAX 64
+
+/* ---- config.c ----------------------------------------------------------- */
+
+typedef struct kf_sched_config {
+    char etcd_endpoints[1024];
+    char listen_unix[PATH_MAX];
+    char listen_tcp[KF_SCHED_ADDR_MAX];
+    char node_tls_ca[PATH_MAX]; /* mTLS to agents; all empty = plaintext */
+    char node_tls_cert[PATH_MAX];
+    char node_tls_key[PATH_MAX];
+    kf_place_mode policy;
+    uint32_t max_calls;
+    bool log_debug;
+} kf_sched_config;
+
+void kf_sched_config_defaults(kf_sched_config *c);
+/* Returns 0, 1 for --help (printed), or a negative errno with err set. */
+int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *err);
+
+/* ---- view.c: /kfleet/{nodes,usage,admin}/ -> cached nodes + placement --- */
+
+typedef struct kf_view kf_view;
+
+/* A node's dialing details, copied out of the view. */
+typedef struct kf_node_addr {
+    char node[KF_PLACE_ID_MAX + 1];
+    char address[KF_SCHED_ADDR_MAX];
+    bool tls;
+    int64_t mod_revision; /* of /kfleet/nodes/<node> when copied */
+} kf_node_addr;
+
+/* kf_view_start - start the three watches (list first, then events) on etcd
+ * `c` (borrowed; must outlive the view). Waits up to wait_ms for the first
+ * listing of each range. */
+int kf_view_start(kf_etcd *c, const kf_sched_config *cfg, int wait_ms, kf_view **out,
+                  kf_error *err);
+/* kf_view_free - stop the watches, free the nodes and agent channels.
+ * Every handler must have returned. NULL-safe; returns NULL. */
+kf_view *kf_view_free(kf_view *v);
+
+/* kf_view_place - pick a node for req (excluding the named nodes) and
+ * reserve the request on it in the cached view, so the next pick sees it
+ * before the node's usage record catches up. -ENOSPC with `explain` filled
+ * (kf_place_explain) when nothing fits. Takes the view lock. */
+int kf_view_place(kf_view *v, const kf_place_request *req, char (*exclude)[KF_PLACE_ID_MAX + 1],
+                  size_t n_exclude, kf_node_addr *out, char *explain, size_t explain_size);
+/* kf_view_unreserve - undo kf_view_place's reservation (the commit or the
+ * start failed). Harmless if the node's usage record replaced it. */
+void kf_view_unreserve(kf_view *v, const char *node, const kf_place_request *req);
+/* kf_view_node - the dialing details of a registered node; -ENOENT. */
+int kf_view_node(kf_view *v, const char *node, kf_node_addr *out);
+/* kf_view_nodes - every registered node (malloc'd array, caller frees). */
+int kf_view_nodes(kf_view *v, kf_node_addr **out, size_t *n);
+/* kf_view_client - the (cached) gRPC client for an agent address; one per
+ * address, kept until kf_view_free, so a handler may use it unlocked. */
+int kf_view_client(kf_view *v, const kf_node_addr *node, kf_grpc_client **out, kf_error *err);
+
+/* ---- session_table.c: /kfleet/sessions/ -> id -> node ------------------- */
+
+typedef struct kf_session_table kf_session_table;
+
+int kf_session_table_start(kf_etcd *c, int wait_ms, kf_session_table **out, kf_error *err);
+kf_session_table *kf_session_table_free(kf_session_table *t);
+/* kf_session_table_lookup - the node holding session `id`. On a cache miss
+ * it asks etcd (the watch may lag a create by a few ms). -ENOENT if the
+ * session is unknown. */
+int kf_session_table_lookup(kf_session_table *t, const char *id, char *node, size_t size);
+/* Local updates after our own commits/deletes (the watch confirms them). */
+void kf_session_table_put(kf_session_table *t, const char *id, const char *node);
+void kf_session_table_remove(kf_session_table *t, const char *id);
+
+/* ---- the daemon ---------------------------------------------------------- */
+
+typedef struct kf_sched {
+    kf_sched_config cfg;
+    kf_etcd *etcd;
+    kf_view *view;
+    kf_session_table *sessions;
+} kf_sched;
+
+/* service.c: the kfleet.v1.Sessions method table. */
+const kf_method *kf_sched_methods(kf_sched *s, size_t *n);
+
+/* create.c */
+void kf_sched_create(kf_call *c, void *ud);
+/* proxy.c */
+void kf_sched_list(kf_call *c, void *ud);
+void kf_sched_delete(kf_call *c, void *ud);
+void kf_sched_proxy(kf_call *c, void *ud);
+
+/* The timeout for a forwarded call: what is left of the client's deadline,
+ * or `dflt_ms` when it set none. */
+int64_t kf_sched_timeout_ms(kf_call *c, int64_t dflt_ms);
+
+#endif

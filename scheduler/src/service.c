@@ -1,0 +1,45 @@
+/* service.c - the method table of kfleet.v1.Sessions as the scheduler
+ * serves it: CreateSession places (create.c), ListSessions fans out,
+ * everything else is forwarded to the session's node (proxy.c). */
+#include "kf/cleanup.h"
+#include "kfleet/v1/sessions.pb-c.h"
+#include "scheduler.h"
+#include "service.h"
+
+#define SVC "/kfleet.v1.Sessions/"
+#define D(x) &kfleet__v1__##x##__descriptor
+
+static kf_route routes[] = {
+    {NULL, SVC "CreateSession", KF_ROUTE_UNARY, D(create_session_request), D(session)},
+    {NULL, SVC "GetSession", KF_ROUTE_UNARY, D(get_session_request), D(session)},
+    {NULL, SVC "ListSessions", KF_ROUTE_UNARY, D(list_sessions_request), D(list_sessions_response)},
+    {NULL, SVC "DeleteSession", KF_ROUTE_UNARY, D(delete_session_request), D(delete_session_response)},
+    {NULL, SVC "Execute", KF_ROUTE_SERVER_STREAM, D(execute_request), D(execute_event)},
+    {NULL, SVC "Interrupt", KF_ROUTE_UNARY, D(interrupt_request), D(interrupt_response)},
+    {NULL, SVC "RestartKernel", KF_ROUTE_UNARY, D(restart_kernel_request), D(restart_kernel_response)},
+    {NULL, SVC "UploadFile", KF_ROUTE_CLIENT_STREAM, D(upload_file_request), D(file_info)},
+    {NULL, SVC "DownloadFile", KF_ROUTE_SERVER_STREAM, D(download_file_request), D(file_chunk)},
+    {NULL, SVC "ListFiles", KF_ROUTE_UNARY, D(list_files_request), D(list_files_response)},
+    {NULL, SVC "DeleteFile", KF_ROUTE_UNARY, D(delete_file_request), D(delete_file_response)},
+};
+
+static kf_method methods[KF_ARRAY_SIZE(routes)];
+
+const kf_method *kf_sched_methods(kf_sched *s, size_t *n) {
+    for (size_t i = 0; i < KF_ARRAY_SIZE(routes); i++) {
+        routes[i].s = s;
+        kf_handler_fn fn = kf_sched_proxy;
+        void *ud = &routes[i];
+        if (i == 0) {
+            fn = kf_sched_create;
+            ud = s;
+        } else if (i == 2) {
+            fn = kf_sched_list;
+        } else if (i == 3) {
+            fn = kf_sched_delete;
+        }
+        methods[i] = (kf_method){.path = routes[i].path, .fn = fn, .userdata = ud};
+    }
+    *n = KF_ARRAY_SIZE(routes);
+    return methods;
+}

@@ -1,0 +1,215 @@
+/* session_table.c - session id -> node, the routing table of every call
+ * but CreateSession and ListSessions. Fed by a watch on /kfleet/sessions/
+ * (list first, then events; the records are written by create.c with a txn
+ * and removed by DeleteSession), plus local updates right after our own
+ * commits so a client's next call never races the watch.
+ *
+ * A chained hash table under `mu`: lookups O(1) expected. The watch thread
+ * writes; handler threads read. A miss asks etcd directly (a record written
+ * by another scheduler replica that the watch has not delivered yet).
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kf/log.h"
+#include "scheduler.h"
+
+#define NBUCKETS 4096 /* fixed in v0; resize when clusters hold millions of sessions */
+
+typedef struct entry {
+    struct entry *next;
+    char id[KF_SESSION_ID_MAX + 1];
+    char node[KF_PLACE_ID_MAX + 1];
+} entry;
+
+struct kf_session_table {
+    kf_etcd *etcd;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool listed;       /* under mu */
+    entry *b[NBUCKETS]; /* under mu */
+    size_t n;
+    kf_etcd_watch *watch;
+};
+
+static size_t hash(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return (size_t)(h % NBUCKETS);
+}
+
+static entry **find_slot(kf_session_table *t, const char *id) {
+    entry **p = &t->b[hash(id)];
+    while (*p && strcmp((*p)->id, id))
+        p = &(*p)->next;
+    return p;
+}
+
+static void put_locked(kf_session_table *t, const char *id, const char *node) {
+    if (strlen(id) > KF_SESSION_ID_MAX || strlen(node) > KF_PLACE_ID_MAX)
+        return;
+    entry **p = find_slot(t, id);
+    if (!*p) {
+        entry *e = calloc(1, sizeof(*e));
+        if (!e)
+            return;
+        snprintf(e->id, sizeof(e->id), "%s", id);
+        *p = e;
+        t->n++;
+    }
+    snprintf((*p)->node, sizeof((*p)->node), "%s", node);
+}
+
+static void remove_locked(kf_session_table *t, const char *id) {
+    entry **p = find_slot(t, id);
+    if (*p) {
+        entry *e = *p;
+        *p = e->next;
+        free(e);
+        t->n--;
+    }
+}
+
+static void clear_locked(kf_session_table *t) {
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        while (t->b[i]) {
+            entry *e = t->b[i];
+            t->b[i] = e->next;
+            free(e);
+        }
+    }
+    t->n = 0;
+}
+
+/* The node named by a session record; -EBADMSG if it names none. */
+static int record_node(const char *value, size_t len, char *node, size_t size) {
+    cJSON *j = cJSON_ParseWithLength(value, len);
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(j, "node");
+    int rc = -EBADMSG;
+    if (cJSON_IsString(n) && n->valuestring[0] && strlen(n->valuestring) < size) {
+        snprintf(node, size, "%s", n->valuestring);
+        rc = 0;
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+static void apply_put(kf_session_table *t, const kf_etcd_kv *kv) {
+    char node[KF_PLACE_ID_MAX + 1];
+    const char *id = kv->key + strlen(KF_KEY_SESSIONS);
+    if (record_node(kv->value, kv->value_len, node, sizeof(node)) < 0) {
+        kf_warn("malformed session record %s ignored", kv->key);
+        return;
+    }
+    put_locked(t, id, node);
+}
+
+static int on_watch(const kf_etcd_watch_notify *n, void *ud) {
+    kf_session_table *t = ud;
+    if (n->kind == KF_ETCD_WATCH_DISCONNECTED) {
+        kf_warn("etcd watch on %s: %s (reconnecting)", KF_KEY_SESSIONS, n->message);
+        return 0;
+    }
+    pthread_mutex_lock(&t->mu);
+    if (n->kind == KF_ETCD_WATCH_RESYNC) {
+        clear_locked(t);
+        for (size_t i = 0; i < n->kvs->n; i++)
+            apply_put(t, &n->kvs->kvs[i]);
+        t->listed = true;
+        pthread_cond_broadcast(&t->cv);
+    } else {
+        for (size_t i = 0; i < n->n_events; i++) {
+            const kf_etcd_event *ev = &n->events[i];
+            if (ev->type == KF_ETCD_EVENT_PUT)
+                apply_put(t, &ev->kv);
+            else
+                remove_locked(t, ev->kv.key + strlen(KF_KEY_SESSIONS));
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    return 0;
+}
+
+int kf_session_table_start(kf_etcd *c, int wait_ms, kf_session_table **out, kf_error *err) {
+    kf_session_table *t = calloc(1, sizeof(*t));
+    if (!t)
+        return kf_error_set(err, -ENOMEM, 0, "out of memory");
+    t->etcd = c;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = kf_etcd_watch_prefix(c, KF_KEY_SESSIONS, KF_ETCD_WATCH_FROM_SNAPSHOT, false, on_watch,
+                                  t, &t->watch, err);
+    if (rc < 0) {
+        kf_session_table_free(t);
+        return rc;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += wait_ms / 1000;
+    dl.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&t->mu);
+    while (!t->listed)
+        if (pthread_cond_timedwait(&t->cv, &t->mu, &dl) == ETIMEDOUT)
+            break;
+    kf_info("session table: %zu session(s)%s", t->n, t->listed ? "" : " (not listed yet)");
+    pthread_mutex_unlock(&t->mu);
+    *out = t;
+    return 0;
+}
+
+kf_session_table *kf_session_table_free(kf_session_table *t) {
+    if (!t)
+        return NULL;
+    t->watch = kf_etcd_watch_stop(t->watch);
+    clear_locked(t);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+    free(t);
+    return NULL;
+}
+
+int kf_session_table_lookup(kf_session_table *t, const char *id, char *node, size_t size) {
+    if (!id[0] || strlen(id) > KF_SESSION_ID_MAX)
+        return -ENOENT;
+    pthread_mutex_lock(&t->mu);
+    entry *e = *find_slot(t, id);
+    if (e)
+        snprintf(node, size, "%s", e->node);
+    pthread_mutex_unlock(&t->mu);
+    if (e)
+        return 0;
+    char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX];
+    snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
+    kf_etcd_kv kv = {0};
+    if (kf_etcd_get(t->etcd, key, strlen(key), &kv, NULL) < 0)
+        return -ENOENT;
+    int rc = record_node(kv.value, kv.value_len, node, size) < 0 ? -ENOENT : 0;
+    kf_etcd_kv_done(&kv);
+    return rc;
+}
+
+void kf_session_table_put(kf_session_table *t, const char *id, const char *node) {
+    pthread_mutex_lock(&t->mu);
+    put_locked(t, id, node);
+    pthread_mutex_unlock(&t->mu);
+}
+
+void kf_session_table_remove(kf_session_table *t, const char *id) {
+    pthread_mutex_lock(&t->mu);
+    remove_locked(t, id);
+    pthread_mutex_unlock(&t->mu);
+}
