@@ -210,7 +210,9 @@ def test_failed_start_deletes_record_and_tries_another_node(cluster, sc, etcd):
         etcd.delete(ghost)
         for s in first + made:
             sc.delete(s.id)
-    assert not session_keys(etcd) & {s.id for s in first + made}
+    ids = {s.id for s in first + made}
+    left = h.wait_for(lambda: not (session_keys(etcd) & ids), timeout=15) or session_keys(etcd) & ids
+    assert left is True, left
 
 
 def test_concurrent_creates_spread(sc):
