@@ -483,3 +483,289 @@ class Scheduler:
 
     def client(self):
         return Client(f"unix:{self.sock}")
+
+
+def netns_available():
+    """None if network namespaces can be made here, else the reason."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, veth pairs)"
+    for tool in ("ip", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    probe = f"kf-probe-{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        return "ip netns is unavailable: " + (r.stderr.strip() or f"exit {r.returncode}")
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+class NetnsHosts:
+    """n "hosts", each a network namespace with one veth (eth0) into a
+    bridge that lives in a namespace of its own, plus one veth from the
+    root namespace into that bridge, so processes in the root namespace
+    (etcd, the scheduler) and in the hosts reach each other over a private
+    /24 that exists only inside these namespaces (root side: .1, host i:
+    .10+i). Names carry the pid and a per-process counter, so parallel runs
+    don't collide; close() (also registered with atexit) kills what
+    run_in() started and removes the namespaces and the root veth.
+
+    run_in() switches only the network namespace (nsenter --net): `ip netns
+    exec` would also remount /sys in a private mount namespace, which hides
+    the cgroup hierarchy under /sys/fs/cgroup from the agent."""
+
+    _seq = 0
+
+    def __init__(self, n=3, subnet=None):
+        NetnsHosts._seq += 1
+        self.tag = f"{os.getpid()}{'' if NetnsHosts._seq == 1 else chr(ord('a') + NetnsHosts._seq - 2)}"
+        self.n = n
+        self.bridge_ns = f"kf-br-{self.tag}"
+        self.hosts = [f"kf-h{i}-{self.tag}" for i in range(n)]
+        self.root_if = f"kfr{self.tag}"[:15]
+        self.subnet = subnet  # "10.213.X" (the first three octets) or None: pick one
+        self.procs = []
+        self._made_ns = []
+        self._closed = False
+
+    # -- addresses and names ------------------------------------------------
+    @property
+    def root_addr(self):
+        return f"{self.subnet}.1"
+
+    def addr(self, i):
+        return f"{self.subnet}.{10 + i}"
+
+    def host_port_if(self, i):
+        """The bridge-side end of host i's veth (in bridge_ns)."""
+        return f"h{i}"
+
+    @staticmethod
+    def _ip(*args, ns=None, check=True):
+        cmd = ["ip"] + (["-n", ns] if ns else []) + list(args)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
+        return r
+
+    def _pick_subnet(self):
+        used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+        routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+        start = os.getpid() % 200
+        for k in range(200):
+            third = (start + k) % 200 + 20
+            pre = f"10.213.{third}."
+            if pre not in used and pre not in routes:
+                return f"10.213.{third}"
+        raise RuntimeError("no free 10.213.X.0/24 test subnet")
+
+    # -- set-up / tear-down -------------------------------------------------
+    def start(self):
+        import atexit
+        atexit.register(self.close)
+        try:
+            if self.subnet is None:
+                self.subnet = self._pick_subnet()
+            for ns in [self.bridge_ns] + self.hosts:
+                self._ip("netns", "add", ns)
+                self._made_ns.append(ns)
+                self._ip("link", "set", "lo", "up", ns=ns)
+            self._ip("link", "add", "br0", "type", "bridge", ns=self.bridge_ns)
+            self._ip("link", "set", "br0", "up", ns=self.bridge_ns)
+            # root <-> bridge
+            self._ip("link", "add", self.root_if, "type", "veth", "peer", "name", "root",
+                     "netns", self.bridge_ns)
+            self._ip("link", "set", "root", "master", "br0", ns=self.bridge_ns)
+            self._ip("link", "set", "root", "up", ns=self.bridge_ns)
+            self._ip("addr", "add", f"{self.root_addr}/24", "dev", self.root_if)
+            self._ip("link", "set", self.root_if, "up")
+            # host i <-> bridge
+            for i, ns in enumerate(self.hosts):
+                port = self.host_port_if(i)
+                self._ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+                         ns=self.bridge_ns)
+                self._ip("link", "set", port, "master", "br0", ns=self.bridge_ns)
+                self._ip("link", "set", port, "up", ns=self.bridge_ns)
+                self._ip("addr", "add", f"{self.addr(i)}/24", "dev", "eth0", ns=ns)
+                self._ip("link", "set", "eth0", "up", ns=ns)
+            self.wait_reachable()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def reachable(self, i, wait=0.5):
+        """Whether host i answers from the root namespace: a TCP connect to
+        a port nobody listens on there comes back refused (reachable) or
+        times out (not)."""
+        import socket
+        with socket.socket() as s:
+            s.settimeout(wait)
+            try:
+                s.connect((self.addr(i), 9))
+                return True
+            except ConnectionRefusedError:
+                return True
+            except OSError:
+                return False
+
+    def wait_reachable(self, timeout=10):
+        """Waits until every host answers from the root namespace (the
+        bridge ports need a moment to forward)."""
+        for i in range(self.n):
+            if not wait_for(lambda: self.reachable(i), timeout=timeout, step=0.1):
+                raise RuntimeError(f"host {i} ({self.addr(i)}) not reachable from the root namespace")
+
+    def set_link(self, i, up):
+        """Cuts (up=False) or restores host i's link, at the bridge port."""
+        self._ip("link", "set", self.host_port_if(i), "up" if up else "down", ns=self.bridge_ns)
+
+    def run_in(self, ns, argv, **popen_kw):
+        """Starts argv inside network namespace ns (a name from hosts or
+        bridge_ns, or an index into hosts); the Popen is tracked and killed
+        at close(). nsenter execs argv, so the Popen's pid is argv's."""
+        if isinstance(ns, int):
+            ns = self.hosts[ns]
+        p = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", "--"] + list(argv), **popen_kw)
+        self.procs.append(p)
+        return p
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+        for ns in reversed(self._made_ns):
+            # whatever else still runs in the namespace would keep it alive
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
+            self._ip("netns", "del", ns, check=False)
+        self._ip("link", "del", self.root_if, check=False)  # gone with the bridge ns, normally
+        self._made_ns = []
+
+
+class NetnsEtcd(Etcd):
+    """An Etcd whose clients reach it at host (e.g. NetnsHosts.root_addr);
+    its peer URL stays on loopback."""
+
+    def __init__(self, host):
+        super().__init__()
+        self.host = host
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}"
+
+
+class NetnsAgent(Agent):
+    """An Agent started inside host i of a NetnsHosts, registered in etcd
+    as node `name` with its TCP listener and advertised address on that
+    host's namespace address. Its unix socket is on the shared filesystem,
+    so client() still works from the root namespace."""
+
+    def __init__(self, hosts, i, name, etcd_url, port=None, pool=0, uid_base=None, extra=()):
+        self.hosts, self.host_index, self.name = hosts, i, name
+        self.port = port or free_port()
+        self.tcp = f"{hosts.addr(i)}:{self.port}"
+        super().__init__(pool=pool, uid_base=uid_base, extra=[
+            "--node-name", name, "--etcd", etcd_url, "--listen-tcp", self.tcp,
+            "--advertise", self.tcp] + list(extra))
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = self.hosts.run_in(self.host_index, self.args(), stdout=self.log, stderr=self.log)
+        if wait:
+            self.wait_ready()
+        return self
+
+
+# ---- tenancy: bearer tokens (kfleet-scheduler --tenants) -------------------
+
+class _BearerAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                  grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: <value>` to every call."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def _details(self, d):
+        import collections
+
+        class Details(collections.namedtuple(
+                "Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                            "compression")), grpc.ClientCallDetails):
+            pass
+        md = list(d.metadata or []) + [("authorization", self.value)]
+        return Details(d.method, d.timeout, md, d.credentials, getattr(d, "wait_for_ready", None),
+                       getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, cont, d, req):
+        return cont(self._details(d), req)
+
+    def intercept_unary_stream(self, cont, d, req):
+        return cont(self._details(d), req)
+
+    def intercept_stream_unary(self, cont, d, reqs):
+        return cont(self._details(d), reqs)
+
+    def intercept_stream_stream(self, cont, d, reqs):
+        return cont(self._details(d), reqs)
+
+
+class TokenClient(Client):
+    """A Client that sends `authorization: Bearer <token>` with every call
+    (raw=True: `authorization: <token>` as given, for malformed headers)."""
+
+    def __init__(self, target, token, raw=False):
+        super().__init__(target)
+        _, grpc_mod = stubs()
+        self.channel = grpc.intercept_channel(self.channel, _BearerAuth(token if raw else "Bearer " + token))
+        self.stub = grpc_mod.SessionsStub(self.channel)
+
+
+class TenantScheduler(Scheduler):
+    """A Scheduler started with --tenants FILE: ready once it answers at all
+    (UNAUTHENTICATED without a token); client(token) sends the token."""
+
+    def start(self, timeout=30):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args(), stdout=self.log, stderr=self.log)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"scheduler exited with {self.proc.returncode}:\n{self.logs()}")
+            if os.path.exists(self.sock):
+                try:
+                    Client(f"unix:{self.sock}").list()
+                    return self
+                except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                        return self
+            time.sleep(0.05)
+        raise TimeoutError("scheduler did not come up:\n" + self.logs())
+
+    def client(self, token=None):
+        if token is None:
+            return Client(f"unix:{self.sock}")
+        return TokenClient(f"unix:{self.sock}", token)
+
+
+def write_tenants(path, tenants, mode=0o600):
+    """Writes a --tenants file: tenants is a list of dicts (name, tokens,
+    max_sessions, max_memory_bytes), created with `mode`."""
+    import json
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"tenants": tenants}, f)
+    os.chmod(path + ".tmp", mode)
+    os.replace(path + ".tmp", path)

@@ -24,6 +24,9 @@ static void usage(void) {
            "  --policy spread|binpack  placement policy (default spread)\n"
            "  --node-tls-ca FILE     CA that signed the agents' certificates (TLS to agents)\n"
            "  --node-tls-cert FILE --node-tls-key FILE   client certificate (mTLS to agents)\n"
+           "  --tenants FILE         tenants, their bearer tokens and quotas (JSON, not\n"
+           "                         readable by other users; re-read on SIGHUP). Default: no\n"
+           "                         tenancy, every caller may use every session\n"
            "  --max-calls N          calls handled at once (default 1024)\n"
            "  --debug                verbose logs\n");
 }
@@ -36,7 +39,8 @@ static int copy_str(const char *name, const char *v, char *dst, size_t size, kf_
 }
 
 int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *err) {
-    enum { O_ETCD = 256, O_LISTEN, O_LISTEN_TCP, O_POLICY, O_CA, O_CERT, O_KEY, O_MAX_CALLS, O_DEBUG };
+    enum { O_ETCD = 256, O_LISTEN, O_LISTEN_TCP, O_POLICY, O_CA, O_CERT, O_KEY, O_MAX_CALLS, O_DEBUG,
+           O_TENANTS };
     static const struct option opts[] = {
         {"etcd", required_argument, NULL, O_ETCD},
         {"listen", required_argument, NULL, O_LISTEN},
@@ -46,6 +50,7 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         {"node-tls-cert", required_argument, NULL, O_CERT},
         {"node-tls-key", required_argument, NULL, O_KEY},
         {"max-calls", required_argument, NULL, O_MAX_CALLS},
+        {"tenants", required_argument, NULL, O_TENANTS},
         {"debug", no_argument, NULL, O_DEBUG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -60,6 +65,7 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         case O_CA: rc = copy_str("node-tls-ca", optarg, c->node_tls_ca, sizeof(c->node_tls_ca), err); break;
         case O_CERT: rc = copy_str("node-tls-cert", optarg, c->node_tls_cert, sizeof(c->node_tls_cert), err); break;
         case O_KEY: rc = copy_str("node-tls-key", optarg, c->node_tls_key, sizeof(c->node_tls_key), err); break;
+        case O_TENANTS: rc = copy_str("tenants", optarg, c->tenants_file, sizeof(c->tenants_file), err); break;
         case O_POLICY:
             if (!strcmp(optarg, "spread"))
                 c->policy = KF_PLACE_SPREAD;

@@ -1,12 +1,17 @@
-/* create.c - CreateSession: place, commit, start.
+/* create.c - CreateSession: check the tenant's quotas, place, commit, start.
  *
+ * 0. the caller's tenant (auth.c) must stay within its max_sessions and
+ *    max_memory_bytes, counted from the session table. v0: the check and
+ *    the commit are not one atomic step, so creates of one tenant racing
+ *    each other can pass the quota by the number in flight (one, for a
+ *    client that waits for each create);
  * 1. pick a node in the cached view (kf_view_place reserves the request
  *    there, so concurrent creates spread);
- * 2. commit /kfleet/sessions/<id> = {id, node, created_unix_ms, limits} in
+ * 2. commit /kfleet/sessions/<id> = {id, node, tenant, created_unix_ms, limits} in
  *    one txn that requires the key to be absent and the node record to be
  *    the one we placed on (its mod revision): a node that re-registered or
  *    left meanwhile makes the commit fail and placement runs again;
- * 3. kfleet.v1.Agent/StartSession on that node with the id;
+ * 3. kfleet.v1.Agent/StartSession on that node with the id and tenant;
  * 4. on failure the record is deleted (never leaked) and the next node is
  *    tried once, under a fresh id (the failed node may hold the old one,
  *    e.g. a tombstone); the client gets the agent's Session, or the last
@@ -31,8 +36,8 @@
 #include "kfleet/v1/sessions.pb-c.h"
 #include "scheduler.h"
 
-#define DEFAULT_MEMORY (1024ULL * 1024 * 1024)
-#define DEFAULT_CPU 1000
+#define DEFAULT_MEMORY KF_SCHED_DEFAULT_MEMORY
+#define DEFAULT_CPU KF_SCHED_DEFAULT_CPU
 #define COMMIT_TRIES 4     /* placements retried after a lost commit race */
 #define START_TRIES 2      /* nodes tried when StartSession fails */
 #define START_TIMEOUT_MS 120000
@@ -56,12 +61,14 @@ static void add_u64(cJSON *o, const char *name, uint64_t v) {
 }
 
 /* The session record (malloc'd JSON, NULL on allocation failure). */
-static char *session_record(const char *id, const char *node, const Kfleet__V1__Limits *l) {
+static char *session_record(const char *id, const char *node, const char *tenant,
+                            const Kfleet__V1__Limits *l) {
     cJSON *j = cJSON_CreateObject();
     if (!j)
         return NULL;
     cJSON_AddStringToObject(j, "id", id);
     cJSON_AddStringToObject(j, "node", node);
+    cJSON_AddStringToObject(j, "tenant", tenant);
     add_u64(j, "created_unix_ms", (uint64_t)kf_unix_ms());
     cJSON *lim = cJSON_AddObjectToObject(j, "limits");
     if (lim && l) {
@@ -104,8 +111,33 @@ static void forget(kf_sched *s, const char *id) {
     kf_session_table_remove(s->sessions, id);
 }
 
+/* 0 if the tenant may add a session of `memory` bytes; otherwise the
+ * message names the quota that would be passed. */
+static int check_quota(kf_sched *s, const kf_tenant *t, uint64_t memory, char *msg, size_t size) {
+    if (!s->tenants || (!t->max_sessions && !t->max_memory_bytes))
+        return 0;
+    uint64_t n, used;
+    kf_session_table_usage(s->sessions, t->name, &n, &used);
+    if (t->max_sessions && n >= t->max_sessions) {
+        snprintf(msg, size, "tenant %s: quota max_sessions=%" PRIu64 " reached (%" PRIu64 " sessions)",
+                 t->name, t->max_sessions, n);
+        return -EDQUOT;
+    }
+    if (t->max_memory_bytes && (used > t->max_memory_bytes || memory > t->max_memory_bytes - used)) {
+        snprintf(msg, size,
+                 "tenant %s: quota max_memory_bytes=%" PRIu64 " would be exceeded (%" PRIu64
+                 " bytes in use by %" PRIu64 " sessions + %" PRIu64 " requested)",
+                 t->name, t->max_memory_bytes, used, n, memory);
+        return -EDQUOT;
+    }
+    return 0;
+}
+
 void kf_sched_create(kf_call *c, void *ud) {
     kf_sched *s = ud;
+    kf_tenant tenant;
+    if (kf_sched_authenticate(s, c, &tenant) < 0)
+        return;
     int eof;
     _cleanup_pb_ Kfleet__V1__CreateSessionRequest *req =
         (void *)kf_call_recv(c, &kfleet__v1__create_session_request__descriptor, &eof);
@@ -118,6 +150,12 @@ void kf_sched_create(kf_call *c, void *ud) {
         .memory = l && l->memory_bytes ? l->memory_bytes : DEFAULT_MEMORY,
         .cpu = l && l->cpu_millis ? l->cpu_millis : DEFAULT_CPU,
     };
+    char qmsg[KF_ERROR_MSG_MAX];
+    if (check_quota(s, &tenant, preq.memory, qmsg, sizeof(qmsg)) < 0) {
+        kf_info("create refused: %s", qmsg);
+        kf_call_finish(c, KF_ST_RESOURCE_EXHAUSTED, qmsg);
+        return;
+    }
     char exclude[START_TRIES][KF_PLACE_ID_MAX + 1];
     size_t n_exclude = 0;
     kf_status last_st = KF_ST_UNAVAILABLE;
@@ -137,7 +175,7 @@ void kf_sched_create(kf_call *c, void *ud) {
         }
         char id[KF_SESSION_ID_MAX + 1];
         kf_random_id(id, sizeof(id), "s-", 20);
-        _cleanup_free_ char *record = session_record(id, n.node, l);
+        _cleanup_free_ char *record = session_record(id, n.node, tenant.name, l);
         kf_error err = {0};
         bool won = false;
         rc = record ? commit(s, id, &n, record, &won, &err) : kf_error_set(&err, -ENOMEM, 0, "out of memory");
@@ -157,11 +195,15 @@ void kf_sched_create(kf_call *c, void *ud) {
             kf_debug("commit on %s lost a race; placing again", n.node);
             continue;
         }
-        kf_session_table_put(s->sessions, id, n.node);
+        kf_session_ref ref = {.memory_bytes = preq.memory, .cpu_millis = preq.cpu};
+        snprintf(ref.node, sizeof(ref.node), "%s", n.node);
+        snprintf(ref.tenant, sizeof(ref.tenant), "%s", tenant.name);
+        kf_session_table_put(s->sessions, id, &ref);
 
         Kfleet__V1__StartSessionRequest sreq = KFLEET__V1__START_SESSION_REQUEST__INIT;
         sreq.session_id = id;
         sreq.limits = (Kfleet__V1__Limits *)l;
+        sreq.tenant = tenant.name;
         kf_grpc_client *cl;
         kf_rpc_status st = {0};
         _cleanup_pb_ ProtobufCMessage *resp = NULL;
@@ -173,7 +215,8 @@ void kf_sched_create(kf_call *c, void *ud) {
         else
             st = (kf_rpc_status){.code = GRPC_STATUS_UNAVAILABLE};
         if (rc == 0) {
-            kf_info("session %s placed on %s", id, n.node);
+            kf_info("session %s placed on %s%s%s", id, n.node, tenant.name[0] ? " for tenant " : "",
+                    tenant.name);
             kf_call_reply(c, resp);
             return;
         }

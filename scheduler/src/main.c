@@ -2,11 +2,14 @@
  * kfleet.v1.Sessions service (the same one a single agent serves, so
  * kfleetctl works against either), places new sessions on the nodes
  * registered in etcd and forwards every other call to the session's node.
- * v0: one replica (no leader election yet), no tenancy.
+ * v0: one replica (no leader election yet). With --tenants every call
+ * carries a bearer token naming its tenant, which sees only its own
+ * sessions and is held to its quotas.
  *
  * Threads:
- *  - main thread ............ start-up, then sigwait(SIGTERM/SIGINT), then
- *                             orderly teardown (server, watches, etcd)
+ *  - main thread ............ start-up, then sigwait(SIGTERM/SIGINT: orderly
+ *                             teardown of server, watches, etcd; SIGHUP:
+ *                             re-read the tenants file)
  *  - gRPC server workers .... (common/src/grpc_server.c) wait on the server
  *                             completion queue; the worker that takes a call
  *                             runs its handler as blocking code: a handler
@@ -57,8 +60,14 @@ int main(int argc, char **argv) {
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, NULL); /* every thread inherits it */
     signal(SIGPIPE, SIG_IGN);
+
+    if (s->cfg.tenants_file[0] && kf_tenants_load(s->cfg.tenants_file, &s->tenants, &err) < 0) {
+        fprintf(stderr, "kfleet-scheduler: %s\n", err.msg);
+        return 2;
+    }
 
     kf_etcd_opts eo = {.endpoints = s->cfg.etcd_endpoints, .request_timeout_ms = 3000,
                        .connect_timeout_ms = 1000};
@@ -94,12 +103,24 @@ int main(int argc, char **argv) {
             s->cfg.policy == KF_PLACE_BINPACK ? "binpack" : "spread");
 
     int sig = 0;
-    sigwait(&stop, &sig);
+    for (;;) {
+        sigwait(&stop, &sig);
+        if (sig != SIGHUP)
+            break;
+        if (!s->tenants) {
+            kf_info("SIGHUP: no --tenants file to re-read");
+            continue;
+        }
+        kf_error e = {0};
+        if (kf_tenants_reload(s->tenants, s->cfg.tenants_file, &e) < 0)
+            kf_err("SIGHUP: tenants not reloaded, the previous ones stay: %s", e.msg);
+    }
     kf_info("signal %d: stopping", sig);
     kf_server_free(srv); /* waits for every handler */
     s->sessions = kf_session_table_free(s->sessions);
     s->view = kf_view_free(s->view);
     s->etcd = kf_etcd_client_free(s->etcd);
+    s->tenants = kf_tenants_free(s->tenants);
     unlink(s->cfg.listen_unix);
     kf_info("stopped");
     return 0;

@@ -10,6 +10,11 @@
  * relay needs raw variants of the common server/client calls (next step).
  * The final status and message of the agent are relayed as they are.
  *
+ * Tenancy: every call is authenticated first (auth.c); a session of
+ * another tenant is answered exactly as an unknown id (NOT_FOUND "no
+ * session <id>"), so a caller learns nothing of others' sessions, and
+ * ListSessions keeps only the caller's sessions.
+ *
  * Each handler runs on its own server worker thread and blocks on the
  * agent; a server stream (Execute, DownloadFile) notices that its client
  * went away on the next message it relays, then cancels the agent's call
@@ -19,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kf/cleanup.h"
 #include "kf/log.h"
@@ -45,24 +51,28 @@ static const char *request_session_id(const ProtobufCMessage *m) {
     return *(char *const *)((const char *)m + f->offset);
 }
 
-/* Finds the agent for the session named in `req`. On failure the call has
- * been finished (NOT_FOUND / UNAVAILABLE / INVALID_ARGUMENT). */
-static int route(kf_sched *s, kf_call *c, const ProtobufCMessage *req, kf_grpc_client **cl,
-                 kf_node_addr *n) {
+/* Finds the agent for the session named in `req`, if it belongs to
+ * `tenant`. On failure the call has been finished (NOT_FOUND /
+ * UNAVAILABLE / INVALID_ARGUMENT). */
+static int route(kf_sched *s, kf_call *c, const kf_tenant *tenant, const ProtobufCMessage *req,
+                 kf_grpc_client **cl, kf_node_addr *n) {
     const char *id = request_session_id(req);
     if (!id || !id[0]) {
         kf_call_finish(c, KF_ST_INVALID_ARGUMENT, "session_id is required");
         return -EINVAL;
     }
-    char node[KF_PLACE_ID_MAX + 1];
+    kf_session_ref ref;
     char msg[KF_ERROR_MSG_MAX];
-    if (kf_session_table_lookup(s->sessions, id, node, sizeof(node)) < 0) {
+    /* without tenancy every record is visible, whatever tenant it names */
+    if (kf_session_table_lookup(s->sessions, id, &ref) < 0 ||
+        (s->tenants && strcmp(ref.tenant, tenant->name) != 0)) {
         snprintf(msg, sizeof(msg), "no session %.100s", id);
         kf_call_finish(c, KF_ST_NOT_FOUND, msg);
         return -ENOENT;
     }
-    if (kf_view_node(s->view, node, n) < 0) {
-        snprintf(msg, sizeof(msg), "session %.100s is on node %s, which is not registered (down?)", id, node);
+    if (kf_view_node(s->view, ref.node, n) < 0) {
+        snprintf(msg, sizeof(msg), "session %.100s is on node %s, which is not registered (down?)", id,
+                 ref.node);
         kf_call_finish(c, KF_ST_UNAVAILABLE, msg);
         return -EHOSTDOWN;
     }
@@ -78,8 +88,8 @@ static void finish_st(kf_call *c, const kf_rpc_status *st) {
     kf_call_finish(c, (kf_status)st->code, st->message);
 }
 
-/* Unary: one request, one response. Returns the agent's status code. */
-static grpc_status_code relay_unary(kf_call *c, kf_grpc_client *cl, const kf_route *r,
+/* Unary: one request, one response. */
+static void relay_unary(kf_call *c, kf_grpc_client *cl, const kf_route *r,
                                     const ProtobufCMessage *req) {
     _cleanup_pb_ ProtobufCMessage *resp = NULL;
     kf_rpc_status st = {0};
@@ -88,7 +98,6 @@ static grpc_status_code relay_unary(kf_call *c, kf_grpc_client *cl, const kf_rou
         kf_call_reply(c, resp);
     else
         finish_st(c, &st);
-    return st.code;
 }
 
 static void relay_server_stream(kf_call *c, kf_grpc_client *cl, const kf_route *r,
@@ -145,6 +154,9 @@ static void relay_client_stream(kf_call *c, kf_grpc_client *cl, const kf_route *
 
 void kf_sched_proxy(kf_call *c, void *ud) {
     const kf_route *r = ud;
+    kf_tenant tenant;
+    if (kf_sched_authenticate(r->s, c, &tenant) < 0)
+        return;
     int eof = 0;
     _cleanup_pb_ ProtobufCMessage *req = kf_call_recv(c, r->req, &eof);
     if (!req) {
@@ -153,7 +165,7 @@ void kf_sched_proxy(kf_call *c, void *ud) {
     }
     kf_grpc_client *cl;
     kf_node_addr n;
-    if (route(r->s, c, req, &cl, &n) < 0)
+    if (route(r->s, c, &tenant, req, &cl, &n) < 0)
         return;
     switch (r->kind) {
     case KF_ROUTE_UNARY: relay_unary(c, cl, r, req); break;
@@ -163,9 +175,13 @@ void kf_sched_proxy(kf_call *c, void *ud) {
 }
 
 /* DeleteSession: forwarded; the record goes once the agent confirmed (or
- * no longer knows the session). */
+ * no longer knows the session), before the client hears back, so its next
+ * create already sees the tenant's quota freed. */
 void kf_sched_delete(kf_call *c, void *ud) {
     const kf_route *r = ud;
+    kf_tenant tenant;
+    if (kf_sched_authenticate(r->s, c, &tenant) < 0)
+        return;
     int eof = 0;
     _cleanup_pb_ ProtobufCMessage *req = kf_call_recv(c, r->req, &eof);
     if (!req) {
@@ -174,26 +190,63 @@ void kf_sched_delete(kf_call *c, void *ud) {
     }
     kf_grpc_client *cl;
     kf_node_addr n;
-    if (route(r->s, c, req, &cl, &n) < 0)
+    if (route(r->s, c, &tenant, req, &cl, &n) < 0)
         return;
-    grpc_status_code code = relay_unary(c, cl, r, req);
-    if (code == GRPC_STATUS_OK || code == GRPC_STATUS_NOT_FOUND) {
+    _cleanup_pb_ ProtobufCMessage *resp = NULL;
+    kf_rpc_status st = {0};
+    int rc = kf_grpc_unary(cl, r->path, req, r->resp, kf_sched_timeout_ms(c, UNARY_TIMEOUT_MS), &resp, &st);
+    if (rc == 0 || st.code == GRPC_STATUS_NOT_FOUND) {
         const char *id = request_session_id(req);
         char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX];
         snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
+        /* The record must go: retry a failed delete (it is idempotent). */
         kf_error err = {0};
-        if (kf_etcd_delete(r->s->etcd, key, strlen(key), NULL, 0, NULL, NULL, &err) < 0)
+        int dr = -EIO;
+        for (int attempt = 0; attempt < 3 && dr < 0; attempt++) {
+            if (attempt)
+                usleep(100000 * attempt);
+            kf_error_clear(&err);
+            dr = kf_etcd_delete(r->s->etcd, key, strlen(key), NULL, 0, NULL, NULL, &err);
+        }
+        if (dr < 0)
             kf_warn("session %s: record not deleted: %s", id, err.msg);
+        /* Give the node's capacity back in the view now: the agent writes
+         * usage at most once a second and only when it changed, so a
+         * session created and deleted within that second would otherwise
+         * stay counted against the node. */
+        kf_session_ref ref;
+        if (kf_session_table_cached(r->s->sessions, id, &ref) == 0) {
+            kf_place_request pr = {.memory = ref.memory_bytes, .cpu = ref.cpu_millis};
+            kf_view_unreserve(r->s->view, n.node, &pr);
+        }
         kf_session_table_remove(r->s->sessions, id);
     }
+    if (rc == 0)
+        kf_call_reply(c, resp);
+    else
+        finish_st(c, &st);
+}
+
+static bool owned_by(kf_sched *s, const Kfleet__V1__Session *sess, const kf_tenant *tenant) {
+    if (!s->tenants)
+        return true;
+    kf_session_ref ref;
+    return sess->id && kf_session_table_cached(s->sessions, sess->id, &ref) == 0 &&
+           !strcmp(ref.tenant, tenant->name);
 }
 
 /* ListSessions (v0): asks every registered node in turn and concatenates
  * the answers; paging is not supported across nodes (the request is passed
  * on as it is), and a node that does not answer is left out with a warning.
- * O(nodes) sequential calls: parallel fan-out is a next step. */
+ * O(nodes) sequential calls: parallel fan-out is a next step.
+ * With tenancy, a session is kept only if the session table (cache only,
+ * no etcd round trip per session) says it is the caller's: sessions the
+ * table does not know (made on an agent directly) are nobody's. */
 void kf_sched_list(kf_call *c, void *ud) {
     const kf_route *r = ud;
+    kf_tenant tenant;
+    if (kf_sched_authenticate(r->s, c, &tenant) < 0)
+        return;
     int eof = 0;
     _cleanup_pb_ ProtobufCMessage *req = kf_call_recv(c, r->req, &eof);
     if (!req) {
@@ -231,7 +284,8 @@ void kf_sched_list(kf_call *c, void *ud) {
     if (all) {
         for (size_t i = 0; i < n; i++)
             for (size_t k = 0; parts[i] && k < parts[i]->n_sessions; k++)
-                all[out.n_sessions++] = parts[i]->sessions[k];
+                if (owned_by(r->s, parts[i]->sessions[k], &tenant))
+                    all[out.n_sessions++] = parts[i]->sessions[k];
         out.sessions = all;
         kf_call_reply(c, &out.base);
     } else {

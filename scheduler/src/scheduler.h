@@ -24,6 +24,11 @@
 #define KF_SCHED_ADDR_MAX 128
 #define KF_KEY_SESSIONS "/kfleet/sessions/"
 #define KF_SESSION_ID_MAX 64
+#define KF_TENANT_NAME_MAX 63 /* the rule of Agent/StartSession's tenant */
+/* What a session asking for 0 memory gets from the agents (placement and
+ * tenant quotas count it so). */
+#define KF_SCHED_DEFAULT_MEMORY (1024ULL * 1024 * 1024)
+#define KF_SCHED_DEFAULT_CPU 1000 /* millis, the agents' default */
 
 /* ---- config.c ----------------------------------------------------------- */
 
@@ -35,6 +40,7 @@ typedef struct kf_sched_config {
     char node_tls_cert[PATH_MAX];
     char node_tls_key[PATH_MAX];
     kf_place_mode policy;
+    char tenants_file[PATH_MAX]; /* empty: no tenancy (one anonymous tenant) */
     uint32_t max_calls;
     bool log_debug;
 } kf_sched_config;
@@ -81,18 +87,56 @@ int kf_view_nodes(kf_view *v, kf_node_addr **out, size_t *n);
  * address, kept until kf_view_free, so a handler may use it unlocked. */
 int kf_view_client(kf_view *v, const kf_node_addr *node, kf_grpc_client **out, kf_error *err);
 
-/* ---- session_table.c: /kfleet/sessions/ -> id -> node ------------------- */
+/* ---- tenants.c: --tenants FILE -> token -> tenant, quotas ------------- */
+
+typedef struct kf_tenant {
+    char name[KF_TENANT_NAME_MAX + 1];
+    uint64_t max_sessions;     /* 0 = no limit */
+    uint64_t max_memory_bytes; /* 0 = no limit (sum of the sessions' memory limits) */
+} kf_tenant;
+
+typedef struct kf_tenants kf_tenants;
+
+/* kf_tenants_load - read and check the tenants file. Refuses (-EPERM) a
+ * file other users may read or write, and any malformed entry, with the
+ * reason in err (never a token). */
+int kf_tenants_load(const char *path, kf_tenants **out, kf_error *err);
+/* kf_tenants_reload - re-read the file and swap the set in whole; on any
+ * error the old set stays. Takes the tenants lock briefly. */
+int kf_tenants_reload(kf_tenants *t, const char *path, kf_error *err);
+kf_tenants *kf_tenants_free(kf_tenants *t);
+/* kf_tenants_auth - the tenant a token belongs to (copied out), compared
+ * in constant time against every token; -EACCES if none. */
+int kf_tenants_auth(kf_tenants *t, const char *token, kf_tenant *out);
+
+/* ---- session_table.c: /kfleet/sessions/ -> id -> node, tenant ----------- */
 
 typedef struct kf_session_table kf_session_table;
 
+/* What the table knows of a session (copied out). */
+typedef struct kf_session_ref {
+    char node[KF_PLACE_ID_MAX + 1];
+    char tenant[KF_TENANT_NAME_MAX + 1]; /* "" without tenancy */
+    uint64_t memory_bytes;               /* its memory limit (0 counted as the default) */
+    uint64_t cpu_millis;                 /* its cpu limit (0 counted as the default) */
+} kf_session_ref;
+
 int kf_session_table_start(kf_etcd *c, int wait_ms, kf_session_table **out, kf_error *err);
 kf_session_table *kf_session_table_free(kf_session_table *t);
-/* kf_session_table_lookup - the node holding session `id`. On a cache miss
- * it asks etcd (the watch may lag a create by a few ms). -ENOENT if the
- * session is unknown. */
-int kf_session_table_lookup(kf_session_table *t, const char *id, char *node, size_t size);
+/* kf_session_table_lookup - where session `id` is and whose it is. On a
+ * cache miss it asks etcd (the watch may lag a create by a few ms).
+ * -ENOENT if the session is unknown. */
+int kf_session_table_lookup(kf_session_table *t, const char *id, kf_session_ref *out);
+/* kf_session_table_cached - like lookup, from the cache only (no etcd
+ * round trip; for filtering many sessions at once). */
+int kf_session_table_cached(kf_session_table *t, const char *id, kf_session_ref *out);
+/* kf_session_table_usage - the number of sessions of `tenant` and the sum
+ * of their memory limits. O(sessions in the table) under the lock: a
+ * per-tenant counter is the next step for very large tables. */
+void kf_session_table_usage(kf_session_table *t, const char *tenant, uint64_t *sessions,
+                            uint64_t *memory_bytes);
 /* Local updates after our own commits/deletes (the watch confirms them). */
-void kf_session_table_put(kf_session_table *t, const char *id, const char *node);
+void kf_session_table_put(kf_session_table *t, const char *id, const kf_session_ref *ref);
 void kf_session_table_remove(kf_session_table *t, const char *id);
 
 /* ---- the daemon ---------------------------------------------------------- */
@@ -102,7 +146,14 @@ typedef struct kf_sched {
     kf_etcd *etcd;
     kf_view *view;
     kf_session_table *sessions;
+    kf_tenants *tenants; /* NULL: no tenancy, every caller is the anonymous tenant "" */
 } kf_sched;
+
+/* auth.c: kf_sched_authenticate - the caller's tenant from its
+ * `authorization: Bearer <token>` metadata. Without tenancy every caller
+ * is the anonymous tenant (name ""). On failure the call has been finished
+ * with UNAUTHENTICATED and -EACCES is returned. */
+int kf_sched_authenticate(kf_sched *s, kf_call *c, kf_tenant *out);
 
 /* service.c: the kfleet.v1.Sessions method table. */
 const kf_method *kf_sched_methods(kf_sched *s, size_t *n);

@@ -1,5 +1,6 @@
-/* session_table.c - session id -> node, the routing table of every call
- * but CreateSession and ListSessions. Fed by a watch on /kfleet/sessions/
+/* session_table.c - session id -> node and tenant, the routing table of
+ * every call but CreateSession, the tenant filter of ListSessions and the
+ * source of the tenants' quota usage. Fed by a watch on /kfleet/sessions/
  * (list first, then events; the records are written by create.c with a txn
  * and removed by DeleteSession), plus local updates right after our own
  * commits so a client's next call never races the watch.
@@ -24,7 +25,7 @@
 typedef struct entry {
     struct entry *next;
     char id[KF_SESSION_ID_MAX + 1];
-    char node[KF_PLACE_ID_MAX + 1];
+    kf_session_ref ref;
 } entry;
 
 struct kf_session_table {
@@ -51,8 +52,8 @@ static entry **find_slot(kf_session_table *t, const char *id) {
     return p;
 }
 
-static void put_locked(kf_session_table *t, const char *id, const char *node) {
-    if (strlen(id) > KF_SESSION_ID_MAX || strlen(node) > KF_PLACE_ID_MAX)
+static void put_locked(kf_session_table *t, const char *id, const kf_session_ref *ref) {
+    if (strlen(id) > KF_SESSION_ID_MAX)
         return;
     entry **p = find_slot(t, id);
     if (!*p) {
@@ -63,7 +64,7 @@ static void put_locked(kf_session_table *t, const char *id, const char *node) {
         *p = e;
         t->n++;
     }
-    snprintf((*p)->node, sizeof((*p)->node), "%s", node);
+    (*p)->ref = *ref;
 }
 
 static void remove_locked(kf_session_table *t, const char *id) {
@@ -87,13 +88,37 @@ static void clear_locked(kf_session_table *t) {
     t->n = 0;
 }
 
-/* The node named by a session record; -EBADMSG if it names none. */
-static int record_node(const char *value, size_t len, char *node, size_t size) {
+/* A u64 written by create.c's add_u64: a number, or a decimal string past
+ * 10^15. 0 when absent or malformed. */
+static uint64_t json_u64(const cJSON *v) {
+    if (cJSON_IsNumber(v) && v->valuedouble > 0)
+        return (uint64_t)v->valuedouble;
+    if (cJSON_IsString(v))
+        return strtoull(v->valuestring, NULL, 10);
+    return 0;
+}
+
+/* The node, tenant and memory limit of a session record; -EBADMSG if it
+ * names no node (or a malformed tenant). A record without "tenant" (made
+ * before tenancy) belongs to the anonymous tenant "". */
+static int parse_record(const char *value, size_t len, kf_session_ref *out) {
     cJSON *j = cJSON_ParseWithLength(value, len);
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(j, "node");
+    const cJSON *tn = cJSON_GetObjectItemCaseSensitive(j, "tenant");
+    const cJSON *lim = cJSON_GetObjectItemCaseSensitive(j, "limits");
     int rc = -EBADMSG;
-    if (cJSON_IsString(n) && n->valuestring[0] && strlen(n->valuestring) < size) {
-        snprintf(node, size, "%s", n->valuestring);
+    *out = (kf_session_ref){0};
+    if (cJSON_IsString(n) && n->valuestring[0] && strlen(n->valuestring) < sizeof(out->node) &&
+        (!tn || (cJSON_IsString(tn) && strlen(tn->valuestring) < sizeof(out->tenant)))) {
+        snprintf(out->node, sizeof(out->node), "%s", n->valuestring);
+        if (tn)
+            snprintf(out->tenant, sizeof(out->tenant), "%s", tn->valuestring);
+        out->memory_bytes = json_u64(cJSON_GetObjectItemCaseSensitive(lim, "memory_bytes"));
+        if (!out->memory_bytes)
+            out->memory_bytes = KF_SCHED_DEFAULT_MEMORY;
+        out->cpu_millis = json_u64(cJSON_GetObjectItemCaseSensitive(lim, "cpu_millis"));
+        if (!out->cpu_millis)
+            out->cpu_millis = KF_SCHED_DEFAULT_CPU;
         rc = 0;
     }
     cJSON_Delete(j);
@@ -101,13 +126,13 @@ static int record_node(const char *value, size_t len, char *node, size_t size) {
 }
 
 static void apply_put(kf_session_table *t, const kf_etcd_kv *kv) {
-    char node[KF_PLACE_ID_MAX + 1];
+    kf_session_ref ref;
     const char *id = kv->key + strlen(KF_KEY_SESSIONS);
-    if (record_node(kv->value, kv->value_len, node, sizeof(node)) < 0) {
+    if (parse_record(kv->value, kv->value_len, &ref) < 0) {
         kf_warn("malformed session record %s ignored", kv->key);
         return;
     }
-    put_locked(t, id, node);
+    put_locked(t, id, &ref);
 }
 
 static int on_watch(const kf_etcd_watch_notify *n, void *ud) {
@@ -182,29 +207,50 @@ kf_session_table *kf_session_table_free(kf_session_table *t) {
     return NULL;
 }
 
-int kf_session_table_lookup(kf_session_table *t, const char *id, char *node, size_t size) {
+int kf_session_table_cached(kf_session_table *t, const char *id, kf_session_ref *out) {
     if (!id[0] || strlen(id) > KF_SESSION_ID_MAX)
         return -ENOENT;
     pthread_mutex_lock(&t->mu);
     entry *e = *find_slot(t, id);
     if (e)
-        snprintf(node, size, "%s", e->node);
+        *out = e->ref;
     pthread_mutex_unlock(&t->mu);
-    if (e)
+    return e ? 0 : -ENOENT;
+}
+
+int kf_session_table_lookup(kf_session_table *t, const char *id, kf_session_ref *out) {
+    if (!id[0] || strlen(id) > KF_SESSION_ID_MAX)
+        return -ENOENT;
+    if (kf_session_table_cached(t, id, out) == 0)
         return 0;
     char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX];
     snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
     kf_etcd_kv kv = {0};
     if (kf_etcd_get(t->etcd, key, strlen(key), &kv, NULL) < 0)
         return -ENOENT;
-    int rc = record_node(kv.value, kv.value_len, node, size) < 0 ? -ENOENT : 0;
+    int rc = parse_record(kv.value, kv.value_len, out) < 0 ? -ENOENT : 0;
     kf_etcd_kv_done(&kv);
     return rc;
 }
 
-void kf_session_table_put(kf_session_table *t, const char *id, const char *node) {
+void kf_session_table_usage(kf_session_table *t, const char *tenant, uint64_t *sessions,
+                            uint64_t *memory_bytes) {
+    uint64_t n = 0, mem = 0;
     pthread_mutex_lock(&t->mu);
-    put_locked(t, id, node);
+    for (size_t i = 0; i < NBUCKETS; i++)
+        for (const entry *e = t->b[i]; e; e = e->next)
+            if (!strcmp(e->ref.tenant, tenant)) {
+                n++;
+                mem = mem + e->ref.memory_bytes < mem ? UINT64_MAX : mem + e->ref.memory_bytes;
+            }
+    pthread_mutex_unlock(&t->mu);
+    *sessions = n;
+    *memory_bytes = mem;
+}
+
+void kf_session_table_put(kf_session_table *t, const char *id, const kf_session_ref *ref) {
+    pthread_mutex_lock(&t->mu);
+    put_locked(t, id, ref);
     pthread_mutex_unlock(&t->mu);
 }
 
