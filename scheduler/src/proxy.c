@@ -152,20 +152,35 @@ static void relay_client_stream(kf_call *c, kf_grpc_client *cl, const kf_route *
         finish_st(c, &st);
 }
 
-void kf_sched_proxy(kf_call *c, void *ud) {
-    const kf_route *r = ud;
+/* The common start of a forwarded call: authenticate, receive the request
+ * and find the session's node. Returns the request (caller frees), or NULL
+ * once the call has been finished with the reason. */
+static ProtobufCMessage *accept_routed(kf_call *c, const kf_route *r, kf_grpc_client **cl,
+                                       kf_node_addr *n) {
     kf_tenant tenant;
     if (kf_sched_authenticate(r->s, c, &tenant) < 0)
-        return;
+        return NULL;
     int eof = 0;
-    _cleanup_pb_ ProtobufCMessage *req = kf_call_recv(c, r->req, &eof);
+    ProtobufCMessage *req = kf_call_recv(c, r->req, &eof);
     if (!req) {
-        kf_call_finish(c, KF_ST_INVALID_ARGUMENT, "malformed or missing request");
-        return;
+        char msg[128];
+        snprintf(msg, sizeof(msg), "malformed or missing %s", r->req->short_name);
+        kf_call_finish(c, KF_ST_INVALID_ARGUMENT, msg);
+        return NULL;
     }
+    if (route(r->s, c, &tenant, req, cl, n) < 0) {
+        protobuf_c_message_free_unpacked(req, NULL);
+        return NULL;
+    }
+    return req;
+}
+
+void kf_sched_proxy(kf_call *c, void *ud) {
+    const kf_route *r = ud;
     kf_grpc_client *cl;
     kf_node_addr n;
-    if (route(r->s, c, &tenant, req, &cl, &n) < 0)
+    _cleanup_pb_ ProtobufCMessage *req = accept_routed(c, r, &cl, &n);
+    if (!req)
         return;
     switch (r->kind) {
     case KF_ROUTE_UNARY: relay_unary(c, cl, r, req); break;
@@ -179,18 +194,10 @@ void kf_sched_proxy(kf_call *c, void *ud) {
  * create already sees the tenant's quota freed. */
 void kf_sched_delete(kf_call *c, void *ud) {
     const kf_route *r = ud;
-    kf_tenant tenant;
-    if (kf_sched_authenticate(r->s, c, &tenant) < 0)
-        return;
-    int eof = 0;
-    _cleanup_pb_ ProtobufCMessage *req = kf_call_recv(c, r->req, &eof);
-    if (!req) {
-        kf_call_finish(c, KF_ST_INVALID_ARGUMENT, "malformed DeleteSessionRequest");
-        return;
-    }
     kf_grpc_client *cl;
     kf_node_addr n;
-    if (route(r->s, c, &tenant, req, &cl, &n) < 0)
+    _cleanup_pb_ ProtobufCMessage *req = accept_routed(c, r, &cl, &n);
+    if (!req)
         return;
     _cleanup_pb_ ProtobufCMessage *resp = NULL;
     kf_rpc_status st = {0};
