@@ -94,6 +94,7 @@ typedef struct kf_agent {
     size_t pool_ready;
     size_t pool_starting;
     uint8_t *slots;        /* uid slot in use */
+    uint32_t slot_next;    /* where the next slot search starts (round robin) */
     kf_tombstone *tombstones; /* ring */
     size_t tomb_next;
     int stopping;

@@ -270,11 +270,19 @@ int kf_agent_list(kf_agent *a, kf_session ***out, size_t *n) {
     return 0;
 }
 
+/* Next fit, not first fit: a freed uid goes to the back of the line, so it
+ * is handed out again only after every other free uid was. Nothing of a
+ * deleted session survives its teardown, but a uid that is not reused at
+ * once keeps whatever might have (a process caught mid-exit, a file in a
+ * shared place) from belonging to the next session. */
 int kf_agent_slot_alloc(kf_agent *a, uint32_t *slot) {
     pthread_mutex_lock(&a->table_lock);
-    for (uint32_t i = 0; i < a->cfg.uid_count; i++) {
+    uint32_t n = a->cfg.uid_count;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (a->slot_next + k) % n;
         if (!a->slots[i]) {
             a->slots[i] = 1;
+            a->slot_next = (i + 1) % n;
             *slot = i;
             pthread_mutex_unlock(&a->table_lock);
             return 0;
@@ -286,8 +294,11 @@ int kf_agent_slot_alloc(kf_agent *a, uint32_t *slot) {
 
 void kf_agent_slot_mark(kf_agent *a, uint32_t slot) {
     pthread_mutex_lock(&a->table_lock);
-    if (slot < a->cfg.uid_count)
+    if (slot < a->cfg.uid_count) {
         a->slots[slot] = 1;
+        if (slot >= a->slot_next)
+            a->slot_next = (slot + 1) % a->cfg.uid_count;
+    }
     pthread_mutex_unlock(&a->table_lock);
 }
 

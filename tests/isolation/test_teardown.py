@@ -49,6 +49,18 @@ def snapshot(agent, sid):
             "mntns": os.stat(f"/proc/{rec['pid1']}/ns/mnt").st_ino}
 
 
+def other_sandbox(pid, sbid):
+    """True if pid lives in another kfleet sandbox's cgroup: namespace inode
+    numbers are recycled once a namespace is freed, so a sandbox started
+    after the teardown may show up under the deleted one's numbers."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            paths = [ln.strip().split(":", 2)[-1] for ln in f]
+    except OSError:
+        return False
+    return any("/kfleet/" in p and sbid not in p for p in paths)
+
+
 def leftovers(agent, snap):
     rec = snap["rec"]
     sbid, uid = rec["sbid"], rec["uid"]
@@ -77,12 +89,13 @@ def leftovers(agent, snap):
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     left += [f"loop device: {ln}" for ln in loops.splitlines() if sbid in ln]
     ns = netns_inodes()
-    if snap["netns"] in ns:
-        left.append(f"network namespace {snap['netns']} held by {ns[snap['netns']]}")
+    holders = [p for p in ns.get(snap["netns"], []) if not other_sandbox(p, sbid)]
+    if holders:
+        left.append(f"network namespace {snap['netns']} held by {holders}")
     for p in os.listdir("/proc"):
         if p.isdigit():
             try:
-                if os.stat(f"/proc/{p}/ns/mnt").st_ino == snap["mntns"]:
+                if os.stat(f"/proc/{p}/ns/mnt").st_ino == snap["mntns"] and not other_sandbox(p, sbid):
                     left.append(f"mount namespace held by {p}")
                     break
             except OSError:
