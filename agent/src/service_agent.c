@@ -28,7 +28,18 @@ void kf_svc_start_session(kf_call *c, void *ud) {
     kf_session *s = NULL;
     int r = kf_op_create(a, req->session_id, req->tenant, &want, &s, &err);
     PB_FREE(req);
-    kf_svc_reply_created(c, a, r, s, &err);
+    if (r < 0) {
+        kf_call_fail(c, &err);
+        return;
+    }
+    Kfleet__V1__Session pb;
+    Kfleet__V1__Limits lim;
+    kf_svc_session_to_pb(a, s, &pb, &lim);
+    Kfleet__V1__StartSessionResponse resp = KFLEET__V1__START_SESSION_RESPONSE__INIT;
+    resp.session = &pb;
+    resp.create_seq = s->create_seq;
+    kf_call_reply(c, &resp.base);
+    kf_session_unref(a, s);
 }
 
 void kf_svc_node_stats(kf_call *c, void *ud) {

@@ -68,6 +68,7 @@ typedef struct kf_session {
     kf_kernel_conn *conn;
     uint32_t exec_count;
     uint32_t kernel_restarts;
+    uint64_t create_seq; /* the node's creates_total right after this create; 0 if adopted */
     char notice[256];         /* told to the client with the next Execute */
 
     struct kf_session *pool_next;

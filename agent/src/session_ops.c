@@ -126,8 +126,10 @@ int kf_op_create(kf_agent *a, const char *id, const char *tenant, const kf_limit
         kf_session_unref(a, s);
         return r;
     }
+    /* After the insert: a usage snapshot that counts this create also
+     * counts the session (see StartSessionResponse.create_seq). */
     pthread_mutex_lock(&a->table_lock);
-    a->creates_total++;
+    s->create_seq = ++a->creates_total;
     pthread_mutex_unlock(&a->table_lock);
     kf_info("session %s created (sandbox %s, %s)", s->id, s->sbid, s->from_pool ? "warm" : "cold");
     *out = s;

@@ -178,6 +178,7 @@ void kf_agent_usage(kf_agent *a, kf_node_usage *u) {
     u->pool_target = a->cfg.pool_size;
     u->memory_reserved_bytes = a->memory_reserved_bytes;
     u->cpu_reserved_millis = a->cpu_reserved_millis;
+    u->creates = a->creates_total;
     pthread_mutex_unlock(&a->table_lock);
 }
 

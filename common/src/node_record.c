@@ -61,13 +61,15 @@ char *kf_node_usage_json(const kf_node_usage *u, int64_t now_unix_ms) {
               add_u64(o, "pool_target", u->pool_target) &&
               add_u64(o, "memory_reserved_bytes", u->memory_reserved_bytes) &&
               add_u64(o, "cpu_reserved_millis", u->cpu_reserved_millis) &&
+              add_u64(o, "creates", u->creates) &&
               add_i64(o, "updated_unix_ms", now_unix_ms);
     return finish(o, ok);
 }
 
 bool kf_node_usage_equal(const kf_node_usage *a, const kf_node_usage *b) {
     return a->sessions == b->sessions && a->pool_ready == b->pool_ready && a->pool_target == b->pool_target &&
-           a->memory_reserved_bytes == b->memory_reserved_bytes && a->cpu_reserved_millis == b->cpu_reserved_millis;
+           a->memory_reserved_bytes == b->memory_reserved_bytes && a->cpu_reserved_millis == b->cpu_reserved_millis &&
+           a->creates == b->creates;
 }
 
 char *kf_node_admin_json(const kf_node_admin *a) {

@@ -165,7 +165,9 @@ void kf_sched_create(kf_call *c, void *ud) {
     while (n_exclude < START_TRIES) {
         kf_node_addr n;
         char explain[512];
-        int rc = kf_view_place(s->view, &preq, exclude, n_exclude, &n, explain, sizeof(explain));
+        char id[KF_SESSION_ID_MAX + 1];
+        kf_random_id(id, sizeof(id), "s-", 20);
+        int rc = kf_view_place(s->view, &preq, exclude, n_exclude, id, &n, explain, sizeof(explain));
         if (rc < 0) {
             if (n_exclude == 0)
                 kf_call_finish(c, rc == -ENOSPC ? KF_ST_RESOURCE_EXHAUSTED : KF_ST_INTERNAL, explain);
@@ -173,21 +175,19 @@ void kf_sched_create(kf_call *c, void *ud) {
                 kf_call_finish(c, last_st, last_msg);
             return;
         }
-        char id[KF_SESSION_ID_MAX + 1];
-        kf_random_id(id, sizeof(id), "s-", 20);
         _cleanup_free_ char *record = session_record(id, n.node, tenant.name, l);
         kf_error err = {0};
         bool won = false;
         rc = record ? commit(s, id, &n, record, &won, &err) : kf_error_set(&err, -ENOMEM, 0, "out of memory");
         if (rc < 0) {
             /* outcome unknown for a write: delete to be sure nothing leaks */
-            kf_view_unreserve(s->view, n.node, &preq);
+            kf_view_unreserve(s->view, n.node, id);
             forget(s, id);
             kf_call_finish(c, KF_ST_UNAVAILABLE, err.msg);
             return;
         }
         if (!won) {
-            kf_view_unreserve(s->view, n.node, &preq);
+            kf_view_unreserve(s->view, n.node, id);
             if (++commits >= COMMIT_TRIES) {
                 kf_call_finish(c, KF_ST_ABORTED, "placement kept losing commit races; retry");
                 return;
@@ -210,21 +210,28 @@ void kf_sched_create(kf_call *c, void *ud) {
         rc = kf_view_client(s->view, &n, &cl, &err);
         if (rc == 0)
             rc = kf_grpc_unary(cl, "/kfleet.v1.Agent/StartSession", &sreq.base,
-                               &kfleet__v1__session__descriptor,
+                               &kfleet__v1__start_session_response__descriptor,
                                kf_sched_timeout_ms(c, START_TIMEOUT_MS), &resp, &st);
         else
             st = (kf_rpc_status){.code = GRPC_STATUS_UNAVAILABLE};
+        const Kfleet__V1__StartSessionResponse *sr = (const void *)resp;
+        if (rc == 0 && !sr->session) {
+            rc = -EPROTO;
+            st = (kf_rpc_status){.code = GRPC_STATUS_INTERNAL};
+            snprintf(st.message, sizeof(st.message), "StartSession answered without a session");
+        }
         if (rc == 0) {
+            kf_view_started(s->view, n.node, id, sr->create_seq);
             kf_info("session %s placed on %s%s%s", id, n.node, tenant.name[0] ? " for tenant " : "",
                     tenant.name);
-            kf_call_reply(c, resp);
+            kf_call_reply(c, &sr->session->base);
             return;
         }
         const char *why = st.message[0] ? st.message : err.msg;
         kf_warn("session %s: start on %s failed: %s: %s", id, n.node,
                 kf_grpc_status_name(st.code), why);
         forget(s, id);
-        kf_view_unreserve(s->view, n.node, &preq);
+        kf_view_unreserve(s->view, n.node, id);
         last_st = (kf_status)st.code;
         snprintf(last_msg, sizeof(last_msg), "node %s: %s", n.node, why);
         /* A client error (bad limits) would fail on any node: do not retry. */

@@ -217,15 +217,9 @@ void kf_sched_delete(kf_call *c, void *ud) {
         }
         if (dr < 0)
             kf_warn("session %s: record not deleted: %s", id, err.msg);
-        /* Give the node's capacity back in the view now: the agent writes
-         * usage at most once a second and only when it changed, so a
-         * session created and deleted within that second would otherwise
-         * stay counted against the node. */
-        kf_session_ref ref;
-        if (kf_session_table_cached(r->s->sessions, id, &ref) == 0) {
-            kf_place_request pr = {.memory = ref.memory_bytes, .cpu = ref.cpu_millis};
-            kf_view_unreserve(r->s->view, n.node, &pr);
-        }
+        /* End the pick's reservation, if the node's usage record does not
+         * count the session yet (view.c); the next record drops it anyway. */
+        kf_view_unreserve(r->s->view, n.node, id);
         kf_session_table_remove(r->s->sessions, id);
     }
     if (rc == 0)

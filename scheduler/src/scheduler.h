@@ -71,14 +71,21 @@ int kf_view_start(kf_etcd *c, const kf_sched_config *cfg, int wait_ms, kf_view *
 kf_view *kf_view_free(kf_view *v);
 
 /* kf_view_place - pick a node for req (excluding the named nodes) and
- * reserve the request on it in the cached view, so the next pick sees it
- * before the node's usage record catches up. -ENOSPC with `explain` filled
- * (kf_place_explain) when nothing fits. Takes the view lock. */
+ * reserve the request on it for session `id` in the cached view, so the
+ * next pick sees it before the node's usage record counts it. -ENOSPC
+ * with `explain` filled (kf_place_explain) when nothing fits. Takes the
+ * view lock. */
 int kf_view_place(kf_view *v, const kf_place_request *req, char (*exclude)[KF_PLACE_ID_MAX + 1],
-                  size_t n_exclude, kf_node_addr *out, char *explain, size_t explain_size);
-/* kf_view_unreserve - undo kf_view_place's reservation (the commit or the
- * start failed). Harmless if the node's usage record replaced it. */
-void kf_view_unreserve(kf_view *v, const char *node, const kf_place_request *req);
+                  size_t n_exclude, const char *id, kf_node_addr *out, char *explain,
+                  size_t explain_size);
+/* kf_view_started - session `id` started on `node` as the node's create
+ * number `create_seq` (StartSessionResponse): its reservation ends once a
+ * usage record of the node counts that many creates (0: unknown; it ends
+ * after a bound). */
+void kf_view_started(kf_view *v, const char *node, const char *id, uint64_t create_seq);
+/* kf_view_unreserve - end session `id`'s reservation on `node` (its commit
+ * or start failed, or it was deleted). Harmless if it has none left. */
+void kf_view_unreserve(kf_view *v, const char *node, const char *id);
 /* kf_view_node - the dialing details of a registered node; -ENOENT. */
 int kf_view_node(kf_view *v, const char *node, kf_node_addr *out);
 /* kf_view_nodes - every registered node (malloc'd array, caller frees). */

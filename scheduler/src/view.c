@@ -13,10 +13,22 @@
  * entry, once created, stays until exit (a node name seen once costs ~300
  * bytes for the life of the process).
  *
- * Usage: the agents publish absolute counters at most once a second. So
- * that back-to-back creates see each other, a pick reserves the request on
- * the chosen node's entry at once; the node's next usage record replaces
- * that estimate with the truth.
+ * Usage: the agents publish absolute counters at most once a second, and
+ * only when they changed. So that back-to-back creates see each other, a
+ * pick adds a reservation (session id, memory, cpu) to the chosen node,
+ * kept apart from the node's reported usage; placement sees reported +
+ * reserved. A reservation ends when
+ *  - the create fails or the session is deleted (kf_view_unreserve);
+ *  - a usage record already counts the session: StartSession answers with
+ *    the node's create sequence number, and a record whose "creates"
+ *    counter has reached it was taken after the session was in the node's
+ *    table (kf_view_started), whether the session still lives or not;
+ *  - it is older than RESERVE_STARTED_MS after its start, or
+ *    RESERVE_PENDING_MS after the pick (an agent that restarted and
+ *    counts from 0 again, a lost answer): a bound, not the normal path.
+ * So a session created and deleted between two usage records leaves
+ * nothing behind, and a record that arrives before the session is counted
+ * does not wipe the reservation out.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -36,6 +48,18 @@
 enum { K_NODES, K_USAGE, K_ADMIN, K_N };
 static const char *const prefixes[K_N] = {KF_KEY_NODES, KF_KEY_USAGE, KF_KEY_ADMIN};
 
+#define RESERVE_STARTED_MS 10000  /* a started session's reservation, at most */
+#define RESERVE_PENDING_MS 150000 /* a start in flight (> the create's start timeout) */
+#define RESERVE_MAX 4096          /* reservations per node (picks beyond wait for records) */
+#define PRUNE_EVERY_MS 500
+
+typedef struct reservation {
+    char id[KF_SESSION_ID_MAX + 1];
+    uint64_t mem, cpu;
+    uint64_t seq;    /* the node's create sequence; 0 while the start is in flight */
+    int64_t till_ms; /* monotonic: dropped after this */
+} reservation;
+
 typedef struct node_ent {
     char name[KF_PLACE_ID_MAX + 1];
     /* node record */
@@ -45,9 +69,12 @@ typedef struct node_ent {
     int64_t node_mod_rev;
     uint64_t mem_cap, cpu_cap;
     uint32_t slot_cap;
-    /* usage record (or our reservations since the last one) */
-    uint64_t mem_used, cpu_used;
+    /* usage record, as reported */
+    uint64_t mem_used, cpu_used, creates;
     uint32_t sessions, pool_ready;
+    /* our picks the usage record does not count yet */
+    reservation *res;
+    size_t n_res, cap_res;
     /* admin record */
     bool cordoned;
     int idx; /* in the placement; -1 if not placeable */
@@ -73,6 +100,8 @@ struct kf_view {
     kf_placement *place; /* under mu */
     node_ent **nodes;    /* under mu */
     size_t n_nodes, cap_nodes;
+    size_t n_res;        /* under mu: reservations on all nodes */
+    int64_t next_prune;  /* under mu: monotonic ms */
     watch_ctx ctx[K_N];
     kf_etcd_watch *watch[K_N];
 
@@ -127,7 +156,25 @@ static node_ent *ent_get(kf_view *v, const char *name) {
     return e;
 }
 
-/* Brings the placement in line with entry e. */
+/* Drops reservation i of e (order is not kept). */
+static void res_drop(kf_view *v, node_ent *e, size_t i) {
+    e->res[i] = e->res[--e->n_res];
+    v->n_res--;
+}
+
+/* Drops the reservations e's usage record already counts, and the expired. */
+static void res_prune(kf_view *v, node_ent *e, int64_t now) {
+    for (size_t i = 0; i < e->n_res;) {
+        const reservation *r = &e->res[i];
+        if ((r->seq && r->seq <= e->creates) || now > r->till_ms)
+            res_drop(v, e, i);
+        else
+            i++;
+    }
+}
+
+/* Brings the placement in line with entry e: reported usage plus our
+ * reservations. */
 static void ent_sync(kf_view *v, node_ent *e) {
     bool placeable = e->has_node && e->mem_cap && e->cpu_cap && e->slot_cap;
     if (!placeable) {
@@ -136,10 +183,16 @@ static void ent_sync(kf_view *v, node_ent *e) {
         e->idx = -1;
         return;
     }
+    uint64_t mem = e->mem_used, cpu = e->cpu_used;
+    for (size_t i = 0; i < e->n_res; i++) {
+        mem += e->res[i].mem;
+        cpu += e->res[i].cpu;
+    }
+    uint64_t slots = (uint64_t)e->sessions + e->n_res;
     kf_place_node pn = {
         .id = e->name, .mem_capacity = e->mem_cap, .cpu_capacity = e->cpu_cap,
-        .slot_capacity = e->slot_cap, .mem_used = e->mem_used, .cpu_used = e->cpu_used,
-        .slots_used = e->sessions, .warm_ready = e->pool_ready,
+        .slot_capacity = e->slot_cap, .mem_used = mem, .cpu_used = cpu,
+        .slots_used = slots > UINT32_MAX ? UINT32_MAX : (uint32_t)slots, .warm_ready = e->pool_ready,
         .flags = KF_PLACE_NODE_READY | (e->cordoned ? KF_PLACE_NODE_CORDONED : 0),
     };
     int rc;
@@ -161,7 +214,7 @@ static void ent_clear(node_ent *e, int kind) {
         e->address[0] = '\0';
         break;
     case K_USAGE:
-        e->mem_used = e->cpu_used = 0;
+        e->mem_used = e->cpu_used = e->creates = 0;
         e->sessions = e->pool_ready = 0;
         break;
     case K_ADMIN: e->cordoned = false; break;
@@ -225,6 +278,17 @@ static void apply(kf_view *v, int kind, const kf_etcd_kv *kv, bool is_put) {
         uint64_t s = json_u64(j, "sessions"), p = json_u64(j, "pool_ready");
         e->sessions = s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
         e->pool_ready = p > UINT32_MAX ? UINT32_MAX : (uint32_t)p;
+        uint64_t creates = json_u64(j, "creates");
+        if (creates < e->creates) { /* the agent restarted: its sequence starts over */
+            for (size_t i = 0; i < e->n_res;) {
+                if (e->res[i].seq)
+                    res_drop(v, e, i);
+                else
+                    i++;
+            }
+        }
+        e->creates = creates;
+        res_prune(v, e, kf_mono_ms());
     }
     cJSON_Delete(j);
 }
@@ -315,8 +379,10 @@ kf_view *kf_view_free(kf_view *v) {
     for (size_t i = 0; i < v->n_chans; i++)
         kf_grpc_client_free(v->chans[i].client);
     free(v->chans);
-    for (size_t i = 0; i < v->n_nodes; i++)
+    for (size_t i = 0; i < v->n_nodes; i++) {
+        free(v->nodes[i]->res);
         free(v->nodes[i]);
+    }
     free(v->nodes);
     kf_placement_free(v->place);
     pthread_mutex_destroy(&v->mu);
@@ -333,12 +399,45 @@ static void addr_from(const node_ent *e, kf_node_addr *out) {
     out->mod_revision = e->node_mod_rev;
 }
 
+/* Expired reservations end even on a node whose records stopped (at most
+ * one O(nodes) pass every PRUNE_EVERY_MS, and none without reservations). */
+static void prune_all(kf_view *v, int64_t now) {
+    if (!v->n_res || now < v->next_prune)
+        return;
+    v->next_prune = now + PRUNE_EVERY_MS;
+    for (size_t i = 0; i < v->n_nodes; i++) {
+        node_ent *e = v->nodes[i];
+        size_t before = e->n_res;
+        if (before) {
+            res_prune(v, e, now);
+            if (e->n_res != before)
+                ent_sync(v, e);
+        }
+    }
+}
+
+static reservation *res_find(node_ent *e, const char *id, size_t *at) {
+    for (size_t i = 0; i < e->n_res; i++)
+        if (!strcmp(e->res[i].id, id)) {
+            *at = i;
+            return &e->res[i];
+        }
+    return NULL;
+}
+
 int kf_view_place(kf_view *v, const kf_place_request *req0, char (*exclude)[KF_PLACE_ID_MAX + 1],
-                  size_t n_exclude, kf_node_addr *out, char *explain, size_t explain_size) {
+                  size_t n_exclude, const char *id, kf_node_addr *out, char *explain,
+                  size_t explain_size) {
     kf_place_request req = *req0;
     int ex[KF_PLACE_EXCLUDE_MAX];
     unsigned nex = 0;
+    if (strlen(id) > KF_SESSION_ID_MAX) {
+        snprintf(explain, explain_size, "internal error: session id too long");
+        return -EINVAL;
+    }
+    int64_t now = kf_mono_ms();
     pthread_mutex_lock(&v->mu);
+    prune_all(v, now);
     for (size_t i = 0; i < n_exclude && nex < KF_PLACE_EXCLUDE_MAX; i++) {
         int idx = kf_placement_find(v->place, exclude[i]);
         if (idx >= 0)
@@ -362,21 +461,55 @@ int kf_view_place(kf_view *v, const kf_place_request *req0, char (*exclude)[KF_P
         return -EIO;
     }
     addr_from(e, out);
-    e->mem_used += req.memory;
-    e->cpu_used += req.cpu;
-    e->sessions++;
-    ent_sync(v, e);
+    if (e->n_res == e->cap_res && e->n_res < RESERVE_MAX) {
+        size_t nc = e->cap_res ? e->cap_res * 2 : 8;
+        reservation *nr = realloc(e->res, nc * sizeof(*nr));
+        if (nr) {
+            e->res = nr;
+            e->cap_res = nc;
+        }
+    }
+    if (e->n_res < e->cap_res) { /* else unreserved: the usage records still count it */
+        reservation *r = &e->res[e->n_res++];
+        snprintf(r->id, sizeof(r->id), "%s", id);
+        r->mem = req.memory;
+        r->cpu = req.cpu;
+        r->seq = 0;
+        r->till_ms = now + RESERVE_PENDING_MS;
+        v->n_res++;
+        ent_sync(v, e);
+    }
     pthread_mutex_unlock(&v->mu);
     return 0;
 }
 
-void kf_view_unreserve(kf_view *v, const char *node, const kf_place_request *req) {
+void kf_view_started(kf_view *v, const char *node, const char *id, uint64_t create_seq) {
     pthread_mutex_lock(&v->mu);
     node_ent *e = ent_find(v, node);
-    if (e) {
-        e->mem_used = e->mem_used > req->memory ? e->mem_used - req->memory : 0;
-        e->cpu_used = e->cpu_used > req->cpu ? e->cpu_used - req->cpu : 0;
-        e->sessions = e->sessions ? e->sessions - 1 : 0;
+    size_t at;
+    reservation *r = e ? res_find(e, id, &at) : NULL;
+    if (r) {
+        if (!create_seq || create_seq <= e->creates) { /* counted already (or unknown: keep the bound) */
+            if (create_seq) {
+                res_drop(v, e, at);
+                ent_sync(v, e);
+            } else {
+                r->till_ms = kf_mono_ms() + RESERVE_STARTED_MS;
+            }
+        } else {
+            r->seq = create_seq;
+            r->till_ms = kf_mono_ms() + RESERVE_STARTED_MS;
+        }
+    }
+    pthread_mutex_unlock(&v->mu);
+}
+
+void kf_view_unreserve(kf_view *v, const char *node, const char *id) {
+    pthread_mutex_lock(&v->mu);
+    node_ent *e = ent_find(v, node);
+    size_t at;
+    if (e && res_find(e, id, &at)) {
+        res_drop(v, e, at);
         ent_sync(v, e);
     }
     pthread_mutex_unlock(&v->mu);

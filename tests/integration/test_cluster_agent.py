@@ -71,11 +71,17 @@ def stats(agent):
     return stub.GetNodeStats(pb.NodeStatsRequest(), timeout=30)
 
 
-def start_session(agent, sid, tenant="", **limits):
+def start_session_seq(agent, sid, tenant="", **limits):
+    """StartSession's answer: (the Session, the node's create sequence)."""
     pb, stub = agent_stub(agent)
     spb, _ = h.stubs()
-    return stub.StartSession(pb.StartSessionRequest(session_id=sid, tenant=tenant,
-                                                    limits=spb.Limits(**limits)), timeout=120)
+    r = stub.StartSession(pb.StartSessionRequest(session_id=sid, tenant=tenant,
+                                                 limits=spb.Limits(**limits)), timeout=120)
+    return r.session, r.create_seq
+
+
+def start_session(agent, sid, tenant="", **limits):
+    return start_session_seq(agent, sid, tenant, **limits)[0]
 
 
 def usage(etcd):
@@ -96,7 +102,7 @@ def test_node_record_on_a_lease(up, etcd):
     u = etcd.get(USAGE_KEY)
     assert u["lease"] == kv["lease"]
     assert set(json.loads(u["value"])) == {"sessions", "pool_ready", "pool_target", "memory_reserved_bytes",
-                                           "cpu_reserved_millis", "updated_unix_ms"}
+                                           "cpu_reserved_millis", "creates", "updated_unix_ms"}
     # refreshed: still there well past the TTL
     time.sleep(2 * TTL + 0.5)
     assert etcd.get(NODE_KEY)["lease"] == kv["lease"]
@@ -153,14 +159,21 @@ def test_node_stats_match_usage_and_config(up, etcd):
         c.delete(s.id)
 
 
-def test_start_session_with_a_chosen_id(up):
+def test_start_session_with_a_chosen_id(up, etcd):
     c = up.client()
     assert h.wait_for(lambda: stats(up).pool_ready == 1, timeout=120)
     sid = "sched-" + secrets.token_hex(6)
-    s = start_session(up, sid, tenant="team-a", memory_bytes=256 * MiB)
+    before = usage(etcd)["creates"]
+    s, seq = start_session_seq(up, sid, tenant="team-a", memory_bytes=256 * MiB)
     try:
         assert s.id == sid and s.node == NODE and s.limits.memory_bytes == 256 * MiB
         assert s.from_warm_pool
+        # the node's create sequence: past what its usage record said (which
+        # may lag by a second), and the record catches up to it with the
+        # session counted
+        assert seq > before, (seq, before)
+        u = etcd.wait_for(lambda: (lambda x: x if x["creates"] >= seq else None)(usage(etcd)), timeout=5)
+        assert u and u["creates"] == seq and u["sessions"] >= 1, u
         assert c.get(sid).id == sid
         assert c.run(sid, "print(6 * 7)") == "42\n"
         assert any(x.id == sid for x in c.list())

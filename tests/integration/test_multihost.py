@@ -267,9 +267,6 @@ def test_short_lived_sessions_do_not_skew_spread(cluster, sc, etcd):
     period never shows in a usage record, so the pick's reservation in the
     scheduler's view must not outlive it: afterwards an idle cluster still
     takes one session per host."""
-    pytest.skip("known issue, open: in the sanitizer build the node that hosted the short-lived "
-                "sessions is still avoided afterwards (usage estimate vs late usage records, "
-                "see ARCHITECTURE.md 'Usage estimate'); passes in the release build")
     import json
     x = NODES[0]
     settle(etcd)

@@ -225,9 +225,10 @@ def test_concurrent_creates_spread(sc):
         made = list(ex.map(lambda _: create(sc), range(6)))
     try:
         per = {n: sum(1 for s in made if s.node == n) for n in NODES}
-        # Each pick reserves on the view at once; a usage record landing
-        # mid-burst can still replace one in-flight reservation (known gap,
-        # ARCHITECTURE.md), so the split may be 4/2 but never worse.
+        # Each pick reserves on the view at once, and a usage record ends a
+        # reservation only once it counts that session. The previous test's
+        # deletes may not be in the records yet (they lag by up to a
+        # second), so the split may be 4/2 but never worse.
         assert all(v >= 2 for v in per.values()), per
         assert len({s.id for s in made}) == 6
     finally:

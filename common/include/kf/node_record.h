@@ -55,6 +55,7 @@ typedef struct kf_node_usage {
     uint32_t pool_target;
     uint64_t memory_reserved_bytes;
     uint64_t cpu_reserved_millis;
+    uint64_t creates; /* sessions created since the agent started (a sequence) */
 } kf_node_usage;
 
 /* The admin record, written by operators (kfleetctl) or the scheduler. */
@@ -72,7 +73,8 @@ typedef struct kf_node_admin {
 char *kf_node_info_json(const kf_node_info *n);
 
 /* kf_node_usage_json - the usage record: {sessions, pool_ready,
- * pool_target, memory_reserved_bytes, cpu_reserved_millis, updated_unix_ms}.
+ * pool_target, memory_reserved_bytes, cpu_reserved_millis, creates,
+ * updated_unix_ms}.
  * NULL on allocation failure. */
 char *kf_node_usage_json(const kf_node_usage *u, int64_t now_unix_ms);
 
