@@ -60,6 +60,7 @@ case "$cmd" in
     exit 0
     ;;
   *)
+    echo "$prog: unknown command '$cmd'" >&2
     usage >&2
     exit 2
     ;;
@@ -120,7 +121,10 @@ load_env() {
   [ -f "$env_file" ] || return 1
   # shellcheck source=/dev/null
   . "$env_file"
-  port=$KF_PORT agents=$KF_AGENTS pool=$KF_POOL uid_base=$KF_UID_BASE build=$KF_BUILD_DIR
+  port=$KF_PORT agents=$KF_AGENTS pool=$KF_POOL uid_base=$KF_UID_BASE
+  # the binaries it was started with, unless that build is gone
+  [ -d "$KF_BUILD_DIR" ] && build=$KF_BUILD_DIR
+  return 0
 }
 
 save_env() {
