@@ -25,7 +25,7 @@ def stubs():
     if _stub_dir is None:
         _stub_dir = tempfile.mkdtemp(prefix="kf-pb-")
         protos = [os.path.join(ROOT, "proto", "kfleet", "v1", p)
-                  for p in ("sessions.proto", "agent.proto")]
+                  for p in ("sessions.proto", "agent.proto", "cluster.proto")]
         subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", os.path.join(ROOT, "proto"),
                         "--python_out", _stub_dir, "--grpc_python_out", _stub_dir] + protos,
                        check=True)
@@ -41,6 +41,13 @@ def agent_stubs():
     stubs()
     from kfleet.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
     return agent_pb2, agent_pb2_grpc
+
+
+def cluster_stubs():
+    """The kfleet.v1.Cluster stubs (generated with stubs())."""
+    stubs()
+    from kfleet.v1 import cluster_pb2, cluster_pb2_grpc  # noqa: E402
+    return cluster_pb2, cluster_pb2_grpc
 
 
 def free_port():

@@ -221,13 +221,6 @@ static void cpu_cell(const Kfleet__V1__Session *s, char *buf, size_t size) {
         snprintf(buf, size, "-");
 }
 
-static void ago_cell(int64_t when_ms, int64_t now_ms, char *buf, size_t size) {
-    if (when_ms <= 0)
-        snprintf(buf, size, "-");
-    else
-        kf_fmt_duration(now_ms > when_ms ? (uint64_t)(now_ms - when_ms) : 0, buf, size);
-}
-
 static int verb_list(int argc, char **argv, const kf_cli_globals *g0) {
     const char *cmd = "session list";
     kf_cli_globals g = *g0;
@@ -270,8 +263,8 @@ static int verb_list(int argc, char **argv, const kf_cli_globals *g0) {
             }
             char state[32], mem[40], cpu[16], execs[16], age[24], idle[24];
             snprintf(execs, sizeof(execs), "%" PRIu32, s->execution_count);
-            ago_cell(s->created_unix_ms, now, age, sizeof(age));
-            ago_cell(s->last_active_unix_ms, now, idle, sizeof(idle));
+            kf_fmt_ago(s->created_unix_ms, now, age, sizeof(age));
+            kf_fmt_ago(s->last_active_unix_ms, now, idle, sizeof(idle));
             memory_cell(s, mem, sizeof(mem));
             cpu_cell(s, cpu, sizeof(cpu));
             const char *row[] = {s->id, state_name(s->state, state, sizeof(state)), s->node, mem, cpu,
@@ -313,48 +306,39 @@ static const char get_help[] =
     "Options:\n"
     "  -h, --help   show this help\n";
 
-static void kv(kf_table *t, const char *k, const char *v) {
-    const char *row[] = {k, v};
-    kf_table_row(t, row);
-}
-
 static void print_session_details(const Kfleet__V1__Session *s) {
     _cleanup_table_ kf_table *t = kf_table_new(2, NULL);
     if (!t)
         return;
-    char b[128], x[48], y[48];
+    char b[128];
     int64_t now = kf_unix_ms();
-    kv(t, "id:", s->id);
-    kv(t, "state:", state_name(s->state, b, sizeof(b)));
+    kf_table_kv(t, "id:", s->id);
+    kf_table_kv(t, "state:", state_name(s->state, b, sizeof(b)));
     if (s->expiry_reason && *s->expiry_reason)
-        kv(t, "expiry reason:", s->expiry_reason);
-    kv(t, "node:", s->node);
-    ago_cell(s->created_unix_ms, now, x, sizeof(x));
-    snprintf(b, sizeof(b), "%s (%s ago)", kf_fmt_time(s->created_unix_ms, y, sizeof(y)), x);
-    kv(t, "created:", s->created_unix_ms > 0 ? b : "-");
-    ago_cell(s->last_active_unix_ms, now, x, sizeof(x));
-    snprintf(b, sizeof(b), "%s (%s ago)", kf_fmt_time(s->last_active_unix_ms, y, sizeof(y)), x);
-    kv(t, "last active:", s->last_active_unix_ms > 0 ? b : "-");
+        kf_table_kv(t, "expiry reason:", s->expiry_reason);
+    kf_table_kv(t, "node:", s->node);
+    kf_table_kv(t, "created:", kf_fmt_when(s->created_unix_ms, now, b, sizeof(b)));
+    kf_table_kv(t, "last active:", kf_fmt_when(s->last_active_unix_ms, now, b, sizeof(b)));
     snprintf(b, sizeof(b), "%" PRIu32, s->execution_count);
-    kv(t, "executions:", b);
+    kf_table_kv(t, "executions:", b);
     snprintf(b, sizeof(b), "%" PRIu32, s->kernel_restarts);
-    kv(t, "kernel restarts:", b);
-    kv(t, "from warm pool:", s->from_warm_pool ? "yes" : "no");
+    kf_table_kv(t, "kernel restarts:", b);
+    kf_table_kv(t, "from warm pool:", s->from_warm_pool ? "yes" : "no");
     memory_cell(s, b, sizeof(b));
-    kv(t, "memory (used/limit):", b);
+    kf_table_kv(t, "memory (used/limit):", b);
     const Kfleet__V1__Limits *l = s->limits;
     if (l) {
         cpu_cell(s, b, sizeof(b));
-        kv(t, "cpu (cores):", b);
+        kf_table_kv(t, "cpu (cores):", b);
         snprintf(b, sizeof(b), "%" PRIu32, l->pids);
-        kv(t, "pids:", l->pids ? b : "-");
-        kv(t, "exec timeout:", l->exec_timeout_ms ? kf_fmt_duration(l->exec_timeout_ms, b, sizeof(b)) : "-");
-        kv(t, "disk:", l->disk_bytes ? kf_fmt_bytes(l->disk_bytes, b, sizeof(b)) : "-");
+        kf_table_kv(t, "pids:", l->pids ? b : "-");
+        kf_table_kv(t, "exec timeout:", l->exec_timeout_ms ? kf_fmt_duration(l->exec_timeout_ms, b, sizeof(b)) : "-");
+        kf_table_kv(t, "disk:", l->disk_bytes ? kf_fmt_bytes(l->disk_bytes, b, sizeof(b)) : "-");
         snprintf(b, sizeof(b), "%" PRIu64, l->disk_inodes);
-        kv(t, "disk inodes:", l->disk_inodes ? b : "-");
-        kv(t, "idle timeout:",
+        kf_table_kv(t, "disk inodes:", l->disk_inodes ? b : "-");
+        kf_table_kv(t, "idle timeout:",
            l->idle_timeout_s ? kf_fmt_duration((uint64_t)l->idle_timeout_s * 1000, b, sizeof(b)) : "-");
-        kv(t, "max lifetime:",
+        kf_table_kv(t, "max lifetime:",
            l->max_lifetime_s ? kf_fmt_duration((uint64_t)l->max_lifetime_s * 1000, b, sizeof(b)) : "-");
     }
     kf_table_print(t, stdout);

@@ -301,6 +301,11 @@ void kf_table_print(const kf_table *t, FILE *f) {
     }
 }
 
+int kf_table_kv(kf_table *t, const char *key, const char *value) {
+    const char *row[] = {key, value};
+    return kf_table_row(t, row);
+}
+
 kf_table *kf_table_free(kf_table *t) {
     if (!t)
         return NULL;
@@ -369,6 +374,24 @@ char *kf_fmt_time(int64_t unix_ms, char *buf, size_t size) {
     struct tm tm;
     if (!gmtime_r(&t, &tm) || !strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm))
         snprintf(buf, size, "%" PRId64, unix_ms);
+    return buf;
+}
+
+char *kf_fmt_ago(int64_t when_ms, int64_t now_ms, char *buf, size_t size) {
+    if (when_ms <= 0)
+        snprintf(buf, size, "-");
+    else
+        kf_fmt_duration(now_ms > when_ms ? (uint64_t)(now_ms - when_ms) : 0, buf, size);
+    return buf;
+}
+
+char *kf_fmt_when(int64_t when_ms, int64_t now_ms, char *buf, size_t size) {
+    char t[48], ago[48];
+    if (when_ms <= 0)
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%s (%s ago)", kf_fmt_time(when_ms, t, sizeof(t)),
+                 kf_fmt_ago(when_ms, now_ms, ago, sizeof(ago)));
     return buf;
 }
 

@@ -39,6 +39,8 @@ int kf_table_row(kf_table *t, const char *const *cells);
  * blanks. Widths count UTF-8 code points, not bytes. */
 void kf_table_print(const kf_table *t, FILE *f);
 kf_table *kf_table_free(kf_table *t);
+/* kf_table_kv - a two-column row {key, value} ("key: value" listings). */
+int kf_table_kv(kf_table *t, const char *key, const char *value);
 static inline void kf_table_freep(kf_table **t) { kf_table_free(*t); }
 #define _cleanup_table_ __attribute__((cleanup(kf_table_freep)))
 
@@ -51,6 +53,13 @@ char *kf_fmt_duration(uint64_t ms, char *buf, size_t size);
 /* kf_fmt_time - Unix milliseconds as "2024-05-01T12:00:00Z" (UTC); "-" for
  * 0. Returns buf. */
 char *kf_fmt_time(int64_t unix_ms, char *buf, size_t size);
+
+/* kf_fmt_ago - how long before now_ms (both Unix ms) `when_ms` was, as
+ * kf_fmt_duration; "-" for when_ms <= 0. Returns buf. */
+char *kf_fmt_ago(int64_t when_ms, int64_t now_ms, char *buf, size_t size);
+/* kf_fmt_when - "2024-05-01T12:00:00Z (3m20s ago)"; "-" for when_ms <= 0.
+ * Returns buf. */
+char *kf_fmt_when(int64_t when_ms, int64_t now_ms, char *buf, size_t size);
 
 /* kf_enum_short_name - the name of an enum value without the prefix the
  * .proto convention puts on it: SESSION_STATE_READY -> "READY" with

@@ -36,14 +36,6 @@
 
 /* ---- kf_path_check (pure) ------------------------------------------------ */
 
-/* A C0/C1 control character or DEL at s[i] (UTF-8 already validated).
- * C1 controls are U+0080..U+009F = 0xC2 0x80..0x9F. */
-static int is_control(const unsigned char *s, size_t len, size_t i) {
-    if (s[i] < 0x20 || s[i] == 0x7f)
-        return 1;
-    return s[i] == 0xc2 && i + 1 < len && s[i + 1] >= 0x80 && s[i + 1] <= 0x9f;
-}
-
 int kf_path_check(const char *path, size_t len, char *out, size_t out_size, kf_error *err) {
     if (!path || len == 0)
         return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT, "path is empty");
@@ -54,11 +46,10 @@ int kf_path_check(const char *path, size_t len, char *out, size_t out_size, kf_e
         return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT, "path contains a NUL byte");
     if (!kf_utf8_valid(path, len))
         return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT, "path is not valid UTF-8");
-    const unsigned char *s = (const unsigned char *)path;
-    for (size_t i = 0; i < len; i++)
-        if (is_control(s, len, i))
-            return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
-                                "path contains a control character (byte %zu)", i);
+    ssize_t ctl = kf_control_char_at(path, len);
+    if (ctl >= 0)
+        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
+                            "path contains a control character (byte %zd)", ctl);
     if (!out || out_size < 2)
         return kf_error_set(err, -EINVAL, KF_ST_INTERNAL, "path buffer too small");
 

@@ -1,5 +1,7 @@
 /* node_record.c - JSON encoding of the node, usage and admin records kept
- * in etcd (layout and contracts in kf/node_record.h). Pure: cJSON only. */
+ * in etcd, and the checks of what names them (node names) and of what an
+ * operator writes into them (layout and contracts in kf/node_record.h).
+ * Pure: cJSON only. */
 #include "kf/node_record.h"
 
 #include <cjson/cJSON.h>
@@ -7,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kf/util.h"
 
 /* Integers are JSON numbers up to 10^15 - 1 and decimal strings above.
  * Not 2^53: cJSON prints with 15 significant digits and accepts the result
@@ -27,6 +31,35 @@ static bool add_i64(cJSON *o, const char *k, int64_t v) {
     char buf[24];
     snprintf(buf, sizeof(buf), "%lld", (long long)v);
     return cJSON_AddStringToObject(o, k, buf) != NULL;
+}
+
+bool kf_node_name_valid(const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > KF_NODE_NAME_MAX || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+int kf_admin_text_check(const char *field, const char *text, kf_error *err) {
+    size_t n = text ? strlen(text) : 0;
+    if (n == 0)
+        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT, "%s is required", field);
+    if (n > KF_ADMIN_TEXT_MAX)
+        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT, "%s is too long (%zu bytes, max %d)", field,
+                            n, KF_ADMIN_TEXT_MAX);
+    if (!kf_utf8_valid(text, n))
+        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT, "%s is not valid UTF-8", field);
+    ssize_t ctl = kf_control_char_at(text, n);
+    if (ctl >= 0)
+        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT, "%s contains a control character (byte %zd)",
+                            field, ctl);
+    return 0;
 }
 
 /* Prints and frees o; NULL if building failed (ok false) or printing did. */

@@ -165,6 +165,14 @@ int kf_rm_rf(const char *path) {
     return r < 0 ? -errno : r;
 }
 
+ssize_t kf_control_char_at(const char *buf, size_t len) {
+    const unsigned char *s = (const unsigned char *)buf;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < 0x20 || s[i] == 0x7f || (s[i] == 0xc2 && i + 1 < len && s[i + 1] >= 0x80 && s[i + 1] <= 0x9f))
+            return (ssize_t)i;
+    return -1;
+}
+
 int kf_utf8_valid(const char *buf, size_t len) {
     const unsigned char *s = (const unsigned char *)buf;
     size_t i = 0;

@@ -1,7 +1,8 @@
 /* main.c - kfleet-scheduler: the cluster front door. Serves the public
  * kfleet.v1.Sessions service (the same one a single agent serves, so
  * kfleetctl works against either), places new sessions on the nodes
- * registered in etcd and forwards every other call to the session's node.
+ * registered in etcd and forwards every other call to the session's node;
+ * and kfleet.v1.Cluster (nodes, their state, cordon/uncordon) for operators.
  * v0: one replica (no leader election yet). With --tenants every call
  * carries a bearer token naming its tenant, which sees only its own
  * sessions and is held to its quotas.
@@ -98,7 +99,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     chmod(s->cfg.listen_unix, 0660);
-    kf_info("serving kfleet.v1.Sessions on %s%s%s (policy %s)", addr,
+    kf_info("serving kfleet.v1.Sessions and kfleet.v1.Cluster on %s%s%s (policy %s)", addr,
             s->cfg.listen_tcp[0] ? " and " : "", s->cfg.listen_tcp,
             s->cfg.policy == KF_PLACE_BINPACK ? "binpack" : "spread");
 

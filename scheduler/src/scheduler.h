@@ -19,6 +19,7 @@
 #include "kf/etcd.h"
 #include "kf/grpc_client.h"
 #include "kf/grpc_server.h"
+#include "kf/node_record.h"
 #include "placement.h"
 
 #define KF_SCHED_ADDR_MAX 128
@@ -90,6 +91,41 @@ void kf_view_unreserve(kf_view *v, const char *node, const char *id);
 int kf_view_node(kf_view *v, const char *node, kf_node_addr *out);
 /* kf_view_nodes - every registered node (malloc'd array, caller frees). */
 int kf_view_nodes(kf_view *v, kf_node_addr **out, size_t *n);
+/* Everything the view knows of one node, copied out (kfleet.v1.Cluster).
+ * ~3 KiB, most of it the labels. */
+#define KF_NODE_VERSION_MAX 63
+typedef struct kf_node_status {
+    char node[KF_PLACE_ID_MAX + 1];
+    bool registered; /* its node record exists (the agent holds a live lease) */
+    /* from the node record (zero unless registered) */
+    char address[KF_SCHED_ADDR_MAX];
+    bool tls;
+    char version[KF_NODE_VERSION_MAX + 1];
+    int64_t started_unix_ms;
+    uint64_t memory_bytes, cpu_millis, session_slots; /* capacity */
+    kf_label labels[KF_MAX_LABELS];
+    size_t n_labels;
+    /* the usage record as the agent wrote it (not the scheduler's estimate) */
+    kf_node_usage usage;
+    int64_t usage_updated_unix_ms;
+    /* the admin record */
+    bool has_admin;
+    kf_node_admin admin;
+} kf_node_status;
+
+/* kf_view_status - the status of a node that is registered or has an
+ * admin record; -ENOENT otherwise. Takes the view lock. */
+int kf_view_status(kf_view *v, const char *node, kf_node_status *out);
+/* kf_view_statuses - the nodes kf_view_status knows whose name sorts
+ * after `after` (NULL = all), sorted by name: *out is a malloc'd array
+ * (caller frees) of which the first *n (<= max) are the page; *more says
+ * whether more followed. O(N log N) in the nodes listed. -ENOMEM. */
+int kf_view_statuses(kf_view *v, const char *after, size_t max, kf_node_status **out, size_t *n,
+                     bool *more);
+/* kf_view_set_admin - apply an admin record the caller just wrote to etcd
+ * at `revision` (NULL = deleted) without waiting for the watch, so the
+ * next pick sees it. Watch events older than `revision` are ignored. */
+void kf_view_set_admin(kf_view *v, const char *node, const kf_node_admin *admin, int64_t revision);
 /* kf_view_client - the (cached) gRPC client for an agent address; one per
  * address, kept until kf_view_free, so a handler may use it unlocked. */
 int kf_view_client(kf_view *v, const kf_node_addr *node, kf_grpc_client **out, kf_error *err);
@@ -100,9 +136,14 @@ typedef struct kf_tenant {
     char name[KF_TENANT_NAME_MAX + 1];
     uint64_t max_sessions;     /* 0 = no limit */
     uint64_t max_memory_bytes; /* 0 = no limit (sum of the sessions' memory limits) */
+    bool admin;                /* may change the cluster (cordon, uncordon) */
 } kf_tenant;
 
 typedef struct kf_tenants kf_tenants;
+
+/* kf_tenant_name_valid - the tenant name rule of kfleet.v1.Agent/StartSession:
+ * 1..KF_TENANT_NAME_MAX of A-Z a-z 0-9 . _ - @. */
+bool kf_tenant_name_valid(const char *s);
 
 /* kf_tenants_load - read and check the tenants file. Refuses (-EPERM) a
  * file other users may read or write, and any malformed entry, with the
@@ -162,7 +203,7 @@ typedef struct kf_sched {
  * with UNAUTHENTICATED and -EACCES is returned. */
 int kf_sched_authenticate(kf_sched *s, kf_call *c, kf_tenant *out);
 
-/* service.c: the kfleet.v1.Sessions method table. */
+/* service.c: the method table: kfleet.v1.Sessions, then kfleet.v1.Cluster. */
 const kf_method *kf_sched_methods(kf_sched *s, size_t *n);
 
 /* create.c */

@@ -1,10 +1,14 @@
-/* service.c - the method table of kfleet.v1.Sessions as the scheduler
- * serves it: CreateSession places (create.c), ListSessions fans out,
- * everything else is forwarded to the session's node (proxy.c). */
+/* service.c - the method table the scheduler serves: kfleet.v1.Sessions
+ * (CreateSession places (create.c), ListSessions fans out, everything else
+ * is forwarded to the session's node (proxy.c)), followed by
+ * kfleet.v1.Cluster (cluster_nodes.c, cordon.c). */
+#include "cluster.h"
 #include "kf/cleanup.h"
 #include "kfleet/v1/sessions.pb-c.h"
 #include "scheduler.h"
 #include "service.h"
+
+#include <string.h>
 
 #define SVC "/kfleet.v1.Sessions/"
 #define D(x) &kfleet__v1__##x##__descriptor
@@ -23,7 +27,8 @@ static kf_route routes[] = {
     {NULL, SVC "DeleteFile", KF_ROUTE_UNARY, D(delete_file_request), D(delete_file_response)},
 };
 
-static kf_method methods[KF_ARRAY_SIZE(routes)];
+#define N_CLUSTER_METHODS 5 /* checked below against cluster_nodes.c's table */
+static kf_method methods[KF_ARRAY_SIZE(routes) + N_CLUSTER_METHODS];
 
 const kf_method *kf_sched_methods(kf_sched *s, size_t *n) {
     for (size_t i = 0; i < KF_ARRAY_SIZE(routes); i++) {
@@ -40,6 +45,11 @@ const kf_method *kf_sched_methods(kf_sched *s, size_t *n) {
         }
         methods[i] = (kf_method){.path = routes[i].path, .fn = fn, .userdata = ud};
     }
-    *n = KF_ARRAY_SIZE(routes);
+    size_t nc;
+    const kf_method *cluster = kf_sched_cluster_methods(s, &nc);
+    if (nc > N_CLUSTER_METHODS)
+        nc = N_CLUSTER_METHODS; /* cannot happen: the table is static; keeps the copy in bounds */
+    memcpy(&methods[KF_ARRAY_SIZE(routes)], cluster, nc * sizeof(*cluster));
+    *n = KF_ARRAY_SIZE(routes) + nc;
     return methods;
 }

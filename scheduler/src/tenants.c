@@ -5,8 +5,11 @@
  *
  * File format (JSON):
  *   {"tenants": [{"name": "acme", "tokens": ["<token>", ...],
- *                 "max_sessions": 10, "max_memory_bytes": 8589934592}, ...]}
- * A quota left out or 0 means no limit. The file holds secrets: one that
+ *                 "max_sessions": 10, "max_memory_bytes": 8589934592},
+ *                {"name": "ops", "tokens": [...], "admin": true}, ...]}
+ * A quota left out or 0 means no limit. "admin" (default false) lets the
+ * tenant change the cluster (kfleet.v1.Cluster CordonNode/UncordonNode);
+ * files without it keep their meaning. The file holds secrets: one that
  * other users may read or write is refused.
  *
  * Token checks compare against every token of every tenant, each in
@@ -99,8 +102,7 @@ static int read_file(const char *path, char **out, kf_error *err) {
     return 0;
 }
 
-/* The tenant name rule of kfleet.v1.Agent/StartSession. */
-static bool name_ok(const char *s) {
+bool kf_tenant_name_valid(const char *s) {
     size_t n = strlen(s);
     if (n == 0 || n > KF_TENANT_NAME_MAX)
         return false;
@@ -157,7 +159,7 @@ static int parse(const char *text, const char *path, set *out, kf_error *err) {
     }
     cJSON_ArrayForEach(t, arr) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name");
-        if (!cJSON_IsString(name) || !name_ok(name->valuestring)) {
+        if (!cJSON_IsString(name) || !kf_tenant_name_valid(name->valuestring)) {
             rc = kf_error_set(err, -EINVAL, 0,
                               "--tenants %s: tenant %zu: name must be 1-%d of A-Z a-z 0-9 . _ - @",
                               path, s.n_tenants + 1, KF_TENANT_NAME_MAX);
@@ -174,6 +176,13 @@ static int parse(const char *text, const char *path, set *out, kf_error *err) {
         if ((rc = quota(t, "max_sessions", te->name, &te->max_sessions, err)) < 0 ||
             (rc = quota(t, "max_memory_bytes", te->name, &te->max_memory_bytes, err)) < 0)
             goto out;
+        const cJSON *adm = cJSON_GetObjectItemCaseSensitive(t, "admin");
+        if (adm && !cJSON_IsBool(adm) && !cJSON_IsNull(adm)) {
+            rc = kf_error_set(err, -EINVAL, 0, "--tenants %s: tenant %s: \"admin\" must be true or false",
+                              path, te->name);
+            goto out;
+        }
+        te->admin = cJSON_IsTrue(adm);
         const cJSON *toks = cJSON_GetObjectItemCaseSensitive(t, "tokens"), *tok;
         if (!cJSON_IsArray(toks) || cJSON_GetArraySize(toks) == 0) {
             rc = kf_error_set(err, -EINVAL, 0, "--tenants %s: tenant %s: \"tokens\" must be a non-empty list",
@@ -239,6 +248,13 @@ static int load_set(const char *path, set *out, kf_error *err) {
     return rc;
 }
 
+static size_t count_admins(const set *s) {
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_tenants; i++)
+        n += s->tenants[i].admin;
+    return n;
+}
+
 int kf_tenants_load(const char *path, kf_tenants **out, kf_error *err) {
     kf_tenants *t = calloc(1, sizeof(*t));
     if (!t)
@@ -249,7 +265,8 @@ int kf_tenants_load(const char *path, kf_tenants **out, kf_error *err) {
         return rc;
     }
     pthread_mutex_init(&t->mu, NULL);
-    kf_info("tenants: %zu tenant(s), %zu token(s) from %s", t->cur.n_tenants, t->cur.n_tokens, path);
+    kf_info("tenants: %zu tenant(s) (%zu admin), %zu token(s) from %s", t->cur.n_tenants,
+            count_admins(&t->cur), t->cur.n_tokens, path);
     *out = t;
     return 0;
 }
@@ -263,7 +280,8 @@ int kf_tenants_reload(kf_tenants *t, const char *path, kf_error *err) {
     set old = t->cur;
     t->cur = s;
     pthread_mutex_unlock(&t->mu);
-    kf_info("tenants: reloaded %zu tenant(s), %zu token(s) from %s", s.n_tenants, s.n_tokens, path);
+    kf_info("tenants: reloaded %zu tenant(s) (%zu admin), %zu token(s) from %s", s.n_tenants,
+            count_admins(&s), s.n_tokens, path);
     set_done(&old);
     return 0;
 }

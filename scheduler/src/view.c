@@ -29,6 +29,15 @@
  * So a session created and deleted between two usage records leaves
  * nothing behind, and a record that arrives before the session is counted
  * does not wipe the reservation out.
+ *
+ * The records themselves (labels, version, the usage as reported, the
+ * whole admin record) are kept beside the placement's figures for
+ * kfleet.v1.Cluster (kf_view_status).
+ *
+ * Admin records are also applied locally by the scheduler's own cordon and
+ * uncordon (kf_view_set_admin), so a create right after a cordon already
+ * avoids the node; each entry remembers the etcd revision of the admin
+ * state it holds and ignores older watch events.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -69,15 +78,23 @@ typedef struct node_ent {
     int64_t node_mod_rev;
     uint64_t mem_cap, cpu_cap;
     uint32_t slot_cap;
-    /* usage record, as reported */
-    uint64_t mem_used, cpu_used, creates;
+    char version[KF_NODE_VERSION_MAX + 1];
+    int64_t started_unix_ms;
+    kf_label labels[KF_MAX_LABELS];
+    size_t n_labels;
+    /* usage record: as the agent wrote it, and the figures placement uses */
+    kf_node_usage reported;
+    int64_t usage_updated_unix_ms;
+    uint64_t mem_used, cpu_used;
     uint32_t sessions, pool_ready;
     /* our picks the usage record does not count yet */
     reservation *res;
     size_t n_res, cap_res;
     /* admin record */
-    bool cordoned;
-    int idx; /* in the placement; -1 if not placeable */
+    bool has_admin;
+    kf_node_admin admin;
+    int64_t admin_rev; /* etcd revision of the admin state held (0 = unknown) */
+    int idx;           /* in the placement; -1 if not placeable */
 } node_ent;
 
 typedef struct channel {
@@ -111,6 +128,22 @@ struct kf_view {
 };
 
 /* ---- JSON fields (integers as numbers or decimal strings) -------------- */
+
+static int64_t json_i64(const cJSON *o, const char *name) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (cJSON_IsNumber(f))
+        return f->valuedouble > -9.2e18 && f->valuedouble < 9.2e18 ? (int64_t)f->valuedouble : 0;
+    if (cJSON_IsString(f) && f->valuestring) {
+        char *end;
+        errno = 0;
+        long long n = strtoll(f->valuestring, &end, 10);
+        if (!errno && *end == '\0' && end != f->valuestring)
+            return n;
+    }
+    return 0;
+}
+
+static uint32_t u32_sat(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
 
 static uint64_t json_u64(const cJSON *o, const char *name) {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, name);
@@ -166,7 +199,7 @@ static void res_drop(kf_view *v, node_ent *e, size_t i) {
 static void res_prune(kf_view *v, node_ent *e, int64_t now) {
     for (size_t i = 0; i < e->n_res;) {
         const reservation *r = &e->res[i];
-        if ((r->seq && r->seq <= e->creates) || now > r->till_ms)
+        if ((r->seq && r->seq <= e->reported.creates) || now > r->till_ms)
             res_drop(v, e, i);
         else
             i++;
@@ -193,7 +226,7 @@ static void ent_sync(kf_view *v, node_ent *e) {
         .id = e->name, .mem_capacity = e->mem_cap, .cpu_capacity = e->cpu_cap,
         .slot_capacity = e->slot_cap, .mem_used = mem, .cpu_used = cpu,
         .slots_used = slots > UINT32_MAX ? UINT32_MAX : (uint32_t)slots, .warm_ready = e->pool_ready,
-        .flags = KF_PLACE_NODE_READY | (e->cordoned ? KF_PLACE_NODE_CORDONED : 0),
+        .flags = KF_PLACE_NODE_READY | (e->admin.cordoned ? KF_PLACE_NODE_CORDONED : 0),
     };
     int rc;
     if (e->idx < 0) {
@@ -212,12 +245,37 @@ static void ent_clear(node_ent *e, int kind) {
     case K_NODES:
         e->has_node = false;
         e->address[0] = '\0';
+        e->version[0] = '\0';
+        e->n_labels = 0;
+        e->started_unix_ms = 0;
         break;
     case K_USAGE:
-        e->mem_used = e->cpu_used = e->creates = 0;
+        e->mem_used = e->cpu_used = 0;
         e->sessions = e->pool_ready = 0;
+        e->reported = (kf_node_usage){0};
+        e->usage_updated_unix_ms = 0;
         break;
-    case K_ADMIN: e->cordoned = false; break;
+    case K_ADMIN:
+        e->has_admin = false;
+        e->admin = (kf_node_admin){0};
+        break;
+    }
+}
+
+/* The labels object of a node record: string values only, bounded in
+ * number and length (the agent's own rule); anything else is skipped. */
+static void read_labels(node_ent *e, const cJSON *labels) {
+    e->n_labels = 0;
+    const cJSON *l;
+    cJSON_ArrayForEach(l, labels) {
+        if (e->n_labels == KF_MAX_LABELS)
+            break;
+        if (!l->string || !cJSON_IsString(l) || strlen(l->string) > KF_LABEL_MAX ||
+            strlen(l->valuestring) > KF_LABEL_MAX)
+            continue;
+        kf_label *d = &e->labels[e->n_labels++];
+        snprintf(d->key, sizeof(d->key), "%s", l->string);
+        snprintf(d->value, sizeof(d->value), "%s", l->valuestring);
     }
 }
 
@@ -231,7 +289,14 @@ static void apply(kf_view *v, int kind, const kf_etcd_kv *kv, bool is_put) {
     node_ent *e = ent_get(v, name);
     if (!e)
         return;
+    if (kind == K_ADMIN) {
+        if (kv->mod_revision && kv->mod_revision < e->admin_rev)
+            return; /* older than what kf_view_set_admin applied */
+        e->admin_rev = kv->mod_revision;
+    }
     if (!is_put) {
+        if (kind == K_ADMIN && e->admin.cordoned)
+            kf_info("node %s uncordoned", name);
         ent_clear(e, kind);
         if (kind == K_NODES)
             kf_info("node %s left", name);
@@ -243,9 +308,10 @@ static void apply(kf_view *v, int kind, const kf_etcd_kv *kv, bool is_put) {
             kf_warn("node %s: malformed admin record ignored", name);
             return;
         }
-        if (adm.cordoned != e->cordoned)
+        if (adm.cordoned != e->admin.cordoned)
             kf_info("node %s %s", name, adm.cordoned ? "cordoned" : "uncordoned");
-        e->cordoned = adm.cordoned;
+        e->has_admin = true;
+        e->admin = adm;
         return;
     }
     cJSON *j = cJSON_ParseWithLength(kv->value, kv->value_len);
@@ -269,17 +335,16 @@ static void apply(kf_view *v, int kind, const kf_etcd_kv *kv, bool is_put) {
             e->node_mod_rev = kv->mod_revision;
             e->mem_cap = json_u64(cap, "memory_bytes");
             e->cpu_cap = json_u64(cap, "cpu_millis");
-            uint64_t slots = json_u64(cap, "session_slots");
-            e->slot_cap = slots > UINT32_MAX ? UINT32_MAX : (uint32_t)slots;
+            e->slot_cap = u32_sat(json_u64(cap, "session_slots"));
+            const cJSON *ver = cJSON_GetObjectItemCaseSensitive(j, "version");
+            snprintf(e->version, sizeof(e->version), "%s", cJSON_IsString(ver) ? ver->valuestring : "");
+            e->started_unix_ms = json_i64(j, "started_unix_ms");
+            read_labels(e, cJSON_GetObjectItemCaseSensitive(j, "labels"));
         }
     } else {
-        e->mem_used = json_u64(j, "memory_reserved_bytes");
-        e->cpu_used = json_u64(j, "cpu_reserved_millis");
-        uint64_t s = json_u64(j, "sessions"), p = json_u64(j, "pool_ready");
-        e->sessions = s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
-        e->pool_ready = p > UINT32_MAX ? UINT32_MAX : (uint32_t)p;
+        kf_node_usage *u = &e->reported;
         uint64_t creates = json_u64(j, "creates");
-        if (creates < e->creates) { /* the agent restarted: its sequence starts over */
+        if (creates < u->creates) { /* the agent restarted: its sequence starts over */
             for (size_t i = 0; i < e->n_res;) {
                 if (e->res[i].seq)
                     res_drop(v, e, i);
@@ -287,7 +352,17 @@ static void apply(kf_view *v, int kind, const kf_etcd_kv *kv, bool is_put) {
                     i++;
             }
         }
-        e->creates = creates;
+        u->creates = creates;
+        u->memory_reserved_bytes = json_u64(j, "memory_reserved_bytes");
+        u->cpu_reserved_millis = json_u64(j, "cpu_reserved_millis");
+        u->sessions = u32_sat(json_u64(j, "sessions"));
+        u->pool_ready = u32_sat(json_u64(j, "pool_ready"));
+        u->pool_target = u32_sat(json_u64(j, "pool_target"));
+        e->usage_updated_unix_ms = json_i64(j, "updated_unix_ms");
+        e->mem_used = u->memory_reserved_bytes;
+        e->cpu_used = u->cpu_reserved_millis;
+        e->sessions = u->sessions;
+        e->pool_ready = u->pool_ready;
         res_prune(v, e, kf_mono_ms());
     }
     cJSON_Delete(j);
@@ -489,7 +564,7 @@ void kf_view_started(kf_view *v, const char *node, const char *id, uint64_t crea
     size_t at;
     reservation *r = e ? res_find(e, id, &at) : NULL;
     if (r) {
-        if (!create_seq || create_seq <= e->creates) { /* counted already (or unknown: keep the bound) */
+        if (!create_seq || create_seq <= e->reported.creates) { /* counted already (or unknown: keep the bound) */
             if (create_seq) {
                 res_drop(v, e, at);
                 ent_sync(v, e);
@@ -578,4 +653,82 @@ int kf_view_client(kf_view *v, const kf_node_addr *node, kf_grpc_client **out, k
 out:
     pthread_mutex_unlock(&v->chan_mu);
     return rc;
+}
+
+/* ---- kfleet.v1.Cluster: node status ------------------------------------- */
+
+static void status_from(const node_ent *e, kf_node_status *out) {
+    memset(out, 0, sizeof(*out));
+    snprintf(out->node, sizeof(out->node), "%s", e->name);
+    out->registered = e->has_node;
+    if (e->has_node) {
+        snprintf(out->address, sizeof(out->address), "%s", e->address);
+        out->tls = e->tls;
+        snprintf(out->version, sizeof(out->version), "%s", e->version);
+        out->started_unix_ms = e->started_unix_ms;
+        out->memory_bytes = e->mem_cap;
+        out->cpu_millis = e->cpu_cap;
+        out->session_slots = e->slot_cap;
+        memcpy(out->labels, e->labels, e->n_labels * sizeof(e->labels[0]));
+        out->n_labels = e->n_labels;
+        out->usage = e->reported;
+        out->usage_updated_unix_ms = e->usage_updated_unix_ms;
+    }
+    out->has_admin = e->has_admin;
+    out->admin = e->admin;
+}
+
+/* Listed: registered, or known from an admin record. */
+static bool ent_listed(const node_ent *e) { return e->has_node || e->has_admin; }
+
+int kf_view_status(kf_view *v, const char *node, kf_node_status *out) {
+    pthread_mutex_lock(&v->mu);
+    node_ent *e = ent_find(v, node);
+    int rc = e && ent_listed(e) ? 0 : -ENOENT;
+    if (rc == 0)
+        status_from(e, out);
+    pthread_mutex_unlock(&v->mu);
+    return rc;
+}
+
+static int status_cmp(const void *a, const void *b) {
+    return strcmp(((const kf_node_status *)a)->node, ((const kf_node_status *)b)->node);
+}
+
+int kf_view_statuses(kf_view *v, const char *after, size_t max, kf_node_status **out, size_t *n,
+                     bool *more) {
+    pthread_mutex_lock(&v->mu);
+    size_t k = 0;
+    for (size_t i = 0; i < v->n_nodes; i++)
+        k += ent_listed(v->nodes[i]) && (!after || strcmp(v->nodes[i]->name, after) > 0);
+    kf_node_status *a = calloc(k ? k : 1, sizeof(*a));
+    k = 0;
+    if (a)
+        for (size_t i = 0; i < v->n_nodes; i++)
+            if (ent_listed(v->nodes[i]) && (!after || strcmp(v->nodes[i]->name, after) > 0))
+                status_from(v->nodes[i], &a[k++]);
+    pthread_mutex_unlock(&v->mu);
+    if (!a)
+        return -ENOMEM;
+    qsort(a, k, sizeof(*a), status_cmp);
+    *more = k > max;
+    *out = a;
+    *n = k > max ? max : k;
+    return 0;
+}
+
+void kf_view_set_admin(kf_view *v, const char *node, const kf_node_admin *admin, int64_t revision) {
+    pthread_mutex_lock(&v->mu);
+    node_ent *e = ent_get(v, node);
+    if (e && revision >= e->admin_rev) {
+        e->admin_rev = revision;
+        if (admin) {
+            e->has_admin = true;
+            e->admin = *admin;
+        } else {
+            ent_clear(e, K_ADMIN);
+        }
+        ent_sync(v, e);
+    }
+    pthread_mutex_unlock(&v->mu);
 }

@@ -1,5 +1,6 @@
 """Fixtures for the integration suite: one shared agent per module, plus
-helpers to make fresh sessions that are deleted afterwards."""
+helpers to make fresh sessions that are deleted afterwards, and a real etcd
+per module for the cluster tests (a module may define its own)."""
 import os
 import sys
 
@@ -30,3 +31,14 @@ def session(client):
         client.delete(s.id)
     except Exception:
         pass
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    """A single-member etcd on free loopback ports (skips without etcd)."""
+    h.require_root()
+    if not os.access(h.Etcd.BIN, os.X_OK):
+        pytest.skip("etcd is not installed")
+    e = h.Etcd().start()
+    yield e
+    e.close()

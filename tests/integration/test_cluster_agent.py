@@ -29,16 +29,6 @@ BASE_UID = 300000 + (os.getpid() % 1000) * 1000
 
 
 @pytest.fixture(scope="module")
-def etcd():
-    h.require_root()
-    if not os.access(h.Etcd.BIN, os.X_OK):
-        pytest.skip("etcd is not installed")
-    e = h.Etcd().start()
-    yield e
-    e.close()
-
-
-@pytest.fixture(scope="module")
 def node(etcd):
     port = h.free_port()
     a = h.Agent(pool=1, uid_base=BASE_UID + 500, extra=[

@@ -19,16 +19,6 @@ BASE_UID = 300000 + (os.getpid() % 1000) * 1000
 NODES = ("sch-a", "sch-b")
 
 
-@pytest.fixture(scope="module")
-def etcd():
-    h.require_root()
-    if not os.access(h.Etcd.BIN, os.X_OK):
-        pytest.skip("etcd is not installed")
-    e = h.Etcd().start()
-    yield e
-    e.close()
-
-
 def make_agent(etcd, name, i):
     port = h.free_port()
     a = h.Agent(pool=0, uid_base=BASE_UID + 100 + 300 * i, extra=[

@@ -33,16 +33,6 @@ def tenants(with_late=False):
     return t
 
 
-@pytest.fixture(scope="module")
-def etcd():
-    h.require_root()
-    if not os.access(h.Etcd.BIN, os.X_OK):
-        pytest.skip("etcd is not installed")
-    e = h.Etcd().start()
-    yield e
-    e.close()
-
-
 def make_agent(etcd, name, i):
     port = h.free_port()
     a = h.Agent(pool=0, uid_base=BASE_UID + 700 + 150 * i, extra=[

@@ -86,12 +86,59 @@ static void test_admin_hostile(void **state) {
     free(big);
 }
 
+static void test_node_name(void **state) {
+    (void)state;
+    const char *good[] = {"a", "node-1", "n.example_2", "A-Z.a-z_0-9",
+                          "123456789012345678901234567890123456789012345678901234567890123"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        assert_true(kf_node_name_valid(good[i]));
+    const char *bad[] = {"", ".hidden", "a/b", "a b", "..", "n\n", "\xc3\xa9t\xc3\xa9", "a*",
+                         "1234567890123456789012345678901234567890123456789012345678901234"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(kf_node_name_valid(bad[i]));
+    assert_false(kf_node_name_valid(NULL));
+}
+
+static void test_admin_text(void **state) {
+    (void)state;
+    kf_error e = {0};
+    assert_int_equal(kf_admin_text_check("reason", "disk replacement \xe2\x80\x94 ticket #42", &e), 0);
+    struct {
+        const char *text;
+        const char *msg;
+    } bad[] = {
+        {"", "reason is required"},
+        {"a\nb", "reason contains a control character (byte 1)"},
+        {"tab\there", "reason contains a control character (byte 3)"},
+        {"del\x7f", "reason contains a control character (byte 3)"},
+        {"c1 \xc2\x85", "reason contains a control character (byte 3)"},
+        {"bad \xff utf8", "reason is not valid UTF-8"},
+        {"overlong \xc0\xaf", "reason is not valid UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        kf_error_clear(&e);
+        assert_int_equal(kf_admin_text_check("reason", bad[i].text, &e), -EINVAL);
+        assert_int_equal(e.status, KF_ST_INVALID_ARGUMENT);
+        assert_string_equal(e.msg, bad[i].msg);
+    }
+    char big[KF_ADMIN_TEXT_MAX + 2];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    kf_error_clear(&e);
+    assert_int_equal(kf_admin_text_check("who", big, &e), -EINVAL);
+    assert_string_equal(e.msg, "who is too long (256 bytes, max 255)");
+    big[KF_ADMIN_TEXT_MAX] = '\0'; /* exactly the maximum */
+    assert_int_equal(kf_admin_text_check("who", big, &e), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_node_info),
         cmocka_unit_test(test_usage_exact_integers),
         cmocka_unit_test(test_admin_round_trip),
         cmocka_unit_test(test_admin_hostile),
+        cmocka_unit_test(test_node_name),
+        cmocka_unit_test(test_admin_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

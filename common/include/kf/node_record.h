@@ -22,9 +22,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kf/error.h"
+
 #define KF_KEY_NODES "/kfleet/nodes/"
 #define KF_KEY_USAGE "/kfleet/usage/"
 #define KF_KEY_ADMIN "/kfleet/admin/"
+
+/* A node name (the last component of its keys): 1..KF_NODE_NAME_MAX of
+ * [A-Za-z0-9._-], not starting with a dot. */
+#define KF_NODE_NAME_MAX 63
+
+/* kf_node_name_valid - whether s is a node name by the rule above. */
+bool kf_node_name_valid(const char *s);
 
 /* Node labels, published for placement. Bounded: few and short. */
 #define KF_MAX_LABELS 16
@@ -66,6 +75,12 @@ typedef struct kf_node_admin {
     char by[KF_ADMIN_TEXT_MAX + 1];
     int64_t at_unix_ms;
 } kf_node_admin;
+
+/* kf_admin_text_check - check a text an operator gives for the admin record
+ * (`field` names it in the message: "reason", "who"): 1..KF_ADMIN_TEXT_MAX
+ * bytes of valid UTF-8 without control characters. -EINVAL with
+ * INVALID_ARGUMENT and the problem named in err. */
+int kf_admin_text_check(const char *field, const char *text, kf_error *err);
 
 /* kf_node_info_json - the node record: {id, address, capacity{memory_bytes,
  * cpu_millis, session_slots}, labels{k: v}, version, tls, started_unix_ms}.

@@ -45,6 +45,11 @@ int kf_rm_rf(const char *path);
  * no surrogates, <= U+10FFFF). */
 int kf_utf8_valid(const char *buf, size_t len);
 
+/* kf_control_char_at - the offset of the first C0 control, DEL or C1
+ * control (U+0080..U+009F, 0xC2 0x80..0x9F) in buf[0..len), or -1 if there
+ * is none. Meant for text already checked with kf_utf8_valid. */
+ssize_t kf_control_char_at(const char *buf, size_t len);
+
 /* kf_parse_size - "512M", "2G", "1048576", "1.5G" -> bytes. Returns 0 or -EINVAL. */
 int kf_parse_size(const char *s, uint64_t *out);
 /* kf_parse_duration_ms - "120s", "2m", "500ms", "1h", "30" (seconds) -> ms. */
