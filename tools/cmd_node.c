@@ -29,7 +29,7 @@ static const char *state_name(int state, char *buf, size_t size) {
 
 /* A failed call; UNIMPLEMENTED means the server does not serve the
  * service at all, i.e. it is an agent, not a scheduler. */
-static int rpc_error(const kf_cli_globals *g, const kf_rpc_status *st) {
+int kf_node_rpc_error(const kf_cli_globals *g, const kf_rpc_status *st) {
     if (st->code == GRPC_STATUS_UNIMPLEMENTED) {
         fprintf(stderr,
                 "kfleetctl: %s does not serve kfleet.v1.Cluster: it is not a scheduler (node commands "
@@ -45,7 +45,7 @@ static int call(const kf_cli_globals *g, kf_grpc_client *client, const char *met
                 ProtobufCMessage **resp) {
     kf_rpc_status st;
     if (kf_grpc_unary(client, method, req, resp_desc, kf_cli_timeout(g, KF_CLI_UNARY_TIMEOUT_MS), resp, &st) < 0)
-        return rpc_error(g, &st);
+        return kf_node_rpc_error(g, &st);
     return 0;
 }
 
@@ -302,7 +302,7 @@ enum { OPT_REASON = KF_OPT_LOCAL, OPT_WHO };
 
 /* $USER if it passes the server's rule (1-63 of A-Z a-z 0-9 . _ - @), else
  * "" (the server records "anonymous"): a default must never fail a call. */
-static const char *default_who(void) {
+const char *kf_node_default_who(void) {
     const char *u = getenv("USER");
     if (!u || !*u || strlen(u) > WHO_MAX)
         return "";
@@ -323,7 +323,7 @@ static int run_admin(bool cordon, int argc, char **argv, const kf_cli_globals *g
     };
     const char *cmd = cordon ? "node cordon" : "node uncordon";
     kf_cli_globals g = *g0;
-    const char *reason = NULL, *who = default_who();
+    const char *reason = NULL, *who = kf_node_default_who();
     int c;
     optind = 0;
     opterr = 0;
@@ -396,7 +396,9 @@ int kf_cmd_node(int argc, char **argv, const kf_cli_globals *g) {
         {"get", "NODE", "show a node", verb_get},
         {"cordon", "NODE --reason TEXT", "stop placing new sessions on a node", verb_cordon},
         {"uncordon", "NODE", "place sessions on a node again", verb_uncordon},
+        {"drain", "NODE [--deadline D] [--parallel N] [--force] | --status | --cancel",
+         "cordon a node and move its sessions elsewhere", kf_cmd_node_drain},
     };
-    return kf_cli_dispatch("node", "Inspect the cluster's nodes and cordon them (needs a scheduler).", verbs,
+    return kf_cli_dispatch("node", "Inspect the cluster's nodes, cordon and drain them (needs a scheduler).", verbs,
                            KF_ARRAY_SIZE(verbs), argc, argv, g);
 }

@@ -155,4 +155,11 @@ int kf_cmd_exec(int argc, char **argv, const kf_cli_globals *g);
 int kf_cmd_file(int argc, char **argv, const kf_cli_globals *g);
 int kf_cmd_node(int argc, char **argv, const kf_cli_globals *g);
 
+/* cmd_node.c, shared with cmd_drain.c: a failed kfleet.v1.Cluster call
+ * reported (UNIMPLEMENTED: "not a scheduler"), and the default --who. */
+int kf_node_rpc_error(const kf_cli_globals *g, const kf_rpc_status *st);
+const char *kf_node_default_who(void);
+/* cmd_drain.c: "kfleetctl node drain". */
+int kf_cmd_node_drain(int argc, char **argv, const kf_cli_globals *g);
+
 #endif

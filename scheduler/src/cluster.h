@@ -51,6 +51,11 @@ void kf_cluster_reply_node(kf_sched *s, kf_call *c, const char *node);
 const kf_method *kf_sched_cluster_methods(kf_sched *s, size_t *n);
 
 /* cordon.c */
+/* kf_cluster_who - who a change is recorded as by: the caller's tenant
+ * with tenancy, else the request's `who` (checked) or "anonymous". */
+int kf_cluster_who(const kf_sched *s, const kf_tenant *t, const char *who, char *out, size_t size,
+                   kf_error *err);
+
 void kf_sched_cordon(kf_call *c, void *ud);
 void kf_sched_uncordon(kf_call *c, void *ud);
 

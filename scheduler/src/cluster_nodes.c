@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "cluster.h"
+#include "drain.h"
 #include "kf/cleanup.h"
 #include "kf/log.h"
 
@@ -236,6 +237,10 @@ static kf_method methods[] = {
     {KF_CLUSTER_METHOD("CordonNode"), kf_sched_cordon, NULL},
     {KF_CLUSTER_METHOD("UncordonNode"), kf_sched_uncordon, NULL},
     {KF_CLUSTER_METHOD("GetClusterSummary"), summary, NULL},
+    {KF_CLUSTER_METHOD("DrainNode"), kf_sched_drain, NULL},
+    {KF_CLUSTER_METHOD("GetDrain"), kf_sched_get_drain, NULL},
+    {KF_CLUSTER_METHOD("WatchDrain"), kf_sched_watch_drain, NULL},
+    {KF_CLUSTER_METHOD("CancelDrain"), kf_sched_cancel_drain, NULL},
 };
 
 const kf_method *kf_sched_cluster_methods(kf_sched *s, size_t *n) {

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "cluster.h"
+#include "drain.h"
 #include "kf/cleanup.h"
 #include "kf/log.h"
 #include "kf/util.h"
@@ -75,21 +76,8 @@ static int write_admin(kf_sched *s, const char *key, int64_t rev, const kf_node_
     return rc;
 }
 
-/* The node named by a request: a valid name of a node the cluster knows
- * (registered, or with an admin record at `rev` != 0). Finishes the call
- * otherwise. */
-static int check_known(kf_sched *s, kf_call *c, const char *node, int64_t rev) {
-    kf_node_status st;
-    if (rev || kf_view_status(s->view, node, &st) == 0)
-        return 0;
-    char msg[KF_ERROR_MSG_MAX];
-    snprintf(msg, sizeof(msg), "no node %s", node);
-    kf_call_finish(c, KF_ST_NOT_FOUND, msg);
-    return -ENOENT;
-}
-
 /* Who is recorded as `by` (see the file comment). */
-static int who_of(const kf_sched *s, const kf_tenant *t, const char *who, char *out, size_t size,
+int kf_cluster_who(const kf_sched *s, const kf_tenant *t, const char *who, char *out, size_t size,
                   kf_error *err) {
     if (s->tenants) {
         snprintf(out, size, "%s", t->name);
@@ -106,62 +94,48 @@ static int who_of(const kf_sched *s, const kf_tenant *t, const char *who, char *
     return 0;
 }
 
-/* What a call asks for: a cordon with `reason`, or (reason NULL) an
- * uncordon; `by` is who asks. */
-typedef struct change {
-    const char *reason; /* cordon: the requested reason; uncordon: NULL */
-    const char *by;
-} change;
-
-/* The common loop of both calls: read the record, stop if it already says
- * what is asked, else write if it did not change meanwhile; reply with the
- * node. Finishes the call in every case. */
-static void apply_change(kf_sched *s, kf_call *c, const char *node, const change *ch) {
+int kf_admin_apply(kf_sched *s, const char *node, const char *reason, const char *by, kf_error *err) {
     char key[sizeof(KF_KEY_ADMIN) + KF_NODE_NAME_MAX];
     snprintf(key, sizeof(key), "%s%s", KF_KEY_ADMIN, node);
-    kf_error err = {0};
     for (int attempt = 0; attempt < ADMIN_TRIES; attempt++) {
         kf_node_admin cur, next = {0};
         int64_t rev, new_rev = 0;
-        if (read_admin(s, key, &cur, &rev, &err) < 0)
-            goto fail;
-        if (check_known(s, c, node, rev) < 0)
-            return;
-        bool cordon = ch->reason != NULL;
-        if (cordon ? cur.cordoned && !strcmp(cur.reason, ch->reason) : !cur.cordoned) {
+        if (read_admin(s, key, &cur, &rev, err) < 0)
+            return kf_error_wrap(err, "admin record of node %s", node);
+        kf_node_status st;
+        if (!rev && kf_view_status(s->view, node, &st) < 0) /* known nodes only */
+            return kf_error_set(err, -ENOENT, KF_ST_NOT_FOUND, "no node %s", node);
+        bool cordon = reason != NULL;
+        if (cordon ? cur.cordoned && !strcmp(cur.reason, reason) : !cur.cordoned) {
             /* already so: nothing to write; make sure our view agrees */
             kf_view_set_admin(s->view, node, rev ? &cur : NULL, rev);
-            kf_cluster_reply_node(s, c, node);
-            return;
+            return 0;
         }
         if (cordon) {
             next = (kf_node_admin){.cordoned = true, .at_unix_ms = kf_unix_ms()};
-            snprintf(next.reason, sizeof(next.reason), "%s", ch->reason);
-            snprintf(next.by, sizeof(next.by), "%s", ch->by);
+            snprintf(next.reason, sizeof(next.reason), "%s", reason);
+            snprintf(next.by, sizeof(next.by), "%s", by);
         }
         bool won = false;
-        if (write_admin(s, key, rev, cordon ? &next : NULL, &won, &new_rev, &err) < 0)
-            goto fail;
+        if (write_admin(s, key, rev, cordon ? &next : NULL, &won, &new_rev, err) < 0)
+            return kf_error_wrap(err, "admin record of node %s", node);
         if (won) {
             kf_view_set_admin(s->view, node, cordon ? &next : NULL, new_rev);
             if (cordon)
-                kf_info("node %s cordoned by %s: %s", node, ch->by, ch->reason);
+                kf_info("node %s cordoned by %s: %s", node, by, reason);
             else
-                kf_info("node %s uncordoned by %s", node, ch->by);
-            kf_cluster_reply_node(s, c, node);
-            return;
+                kf_info("node %s uncordoned by %s", node, by);
+            return 0;
         }
         kf_debug("admin record of %s changed meanwhile; reading it again", node);
     }
-    kf_call_finish(c, KF_ST_ABORTED, "the node's admin record kept changing under us; retry");
-    return;
-fail:
-    kf_error_wrap(&err, "admin record of node %s", node);
-    kf_call_fail(c, &err);
+    return kf_error_set(err, -EAGAIN, KF_ST_ABORTED, "the admin record of node %s kept changing under us; retry",
+                        node);
 }
 
 /* Both calls: authenticate (admin tenants only), check the request, then
- * apply_change. */
+ * kf_admin_apply: read the record, stop if it already says what is asked,
+ * else write if it did not change meanwhile; reply with the node. */
 static void admin_call(kf_call *c, kf_sched *s, bool cordon) {
     kf_tenant tenant;
     _cleanup_pb_ ProtobufCMessage *m = kf_cluster_begin(
@@ -177,12 +151,14 @@ static void admin_call(kf_call *c, kf_sched *s, bool cordon) {
     kf_error err = {0};
     char by[KF_ADMIN_TEXT_MAX + 1];
     if ((cordon && kf_admin_text_check("reason", cr->reason, &err) < 0) ||
-        who_of(s, &tenant, who, by, sizeof(by), &err) < 0) {
+        kf_cluster_who(s, &tenant, who, by, sizeof(by), &err) < 0) {
         kf_call_fail(c, &err);
         return;
     }
-    change ch = {.reason = cordon ? cr->reason : NULL, .by = by};
-    apply_change(s, c, node, &ch);
+    if (kf_admin_apply(s, node, cordon ? cr->reason : NULL, by, &err) < 0)
+        kf_call_fail(c, &err);
+    else
+        kf_cluster_reply_node(s, c, node);
 }
 
 void kf_sched_cordon(kf_call *c, void *ud) { admin_call(c, ud, true); }

@@ -37,6 +37,7 @@
 
 #include "kf/log.h"
 #include "kf/util.h"
+#include "drain.h"
 #include "scheduler.h"
 
 #define START_LIST_WAIT_MS 5000
@@ -103,6 +104,12 @@ int main(int argc, char **argv) {
             s->cfg.listen_tcp[0] ? " and " : "", s->cfg.listen_tcp,
             s->cfg.policy == KF_PLACE_BINPACK ? "binpack" : "spread");
 
+    kf_drain_runner *drains = NULL;
+    if (kf_drain_runner_start(s, &drains, &err) < 0) {
+        kf_err("%s", err.msg);
+        return 1;
+    }
+
     int sig = 0;
     for (;;) {
         sigwait(&stop, &sig);
@@ -117,6 +124,7 @@ int main(int argc, char **argv) {
             kf_err("SIGHUP: tenants not reloaded, the previous ones stay: %s", e.msg);
     }
     kf_info("signal %d: stopping", sig);
+    drains = kf_drain_runner_stop(drains); /* moves in flight end or roll back */
     kf_server_free(srv); /* waits for every handler */
     s->sessions = kf_session_table_free(s->sessions);
     s->view = kf_view_free(s->view);

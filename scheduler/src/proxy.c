@@ -70,6 +70,13 @@ static int route(kf_sched *s, kf_call *c, const kf_tenant *tenant, const Protobu
         kf_call_finish(c, KF_ST_NOT_FOUND, msg);
         return -ENOENT;
     }
+    if (ref.moving_to[0]) {
+        snprintf(msg, sizeof(msg),
+                 "session %.100s is being moved from node %s to node %s by a drain; retry in a few seconds",
+                 id, ref.node, ref.moving_to);
+        kf_call_finish(c, KF_ST_UNAVAILABLE, msg);
+        return -EAGAIN;
+    }
     if (kf_view_node(s->view, ref.node, n) < 0) {
         snprintf(msg, sizeof(msg), "session %.100s is on node %s, which is not registered (down?)", id,
                  ref.node);

@@ -167,6 +167,7 @@ typedef struct kf_session_ref {
     char tenant[KF_TENANT_NAME_MAX + 1]; /* "" without tenancy */
     uint64_t memory_bytes;               /* its memory limit (0 counted as the default) */
     uint64_t cpu_millis;                 /* its cpu limit (0 counted as the default) */
+    char moving_to[KF_PLACE_ID_MAX + 1]; /* a drain is moving it there ("" = not moving) */
 } kf_session_ref;
 
 int kf_session_table_start(kf_etcd *c, int wait_ms, kf_session_table **out, kf_error *err);
@@ -183,6 +184,13 @@ int kf_session_table_cached(kf_session_table *t, const char *id, kf_session_ref 
  * per-tenant counter is the next step for very large tables. */
 void kf_session_table_usage(kf_session_table *t, const char *tenant, uint64_t *sessions,
                             uint64_t *memory_bytes);
+/* kf_session_table_on_node - the ids of the sessions the table has on
+ * `node` (malloc'd array, caller frees). O(sessions) under the lock. */
+int kf_session_table_on_node(kf_session_table *t, const char *node, char (**ids)[KF_SESSION_ID_MAX + 1],
+                             size_t *n);
+/* kf_session_record_parse - what a /kfleet/sessions/<id> record says
+ * (node, tenant, limits, moving_to); -EBADMSG if malformed. */
+int kf_session_record_parse(const char *value, size_t len, kf_session_ref *out);
 /* Local updates after our own commits/deletes (the watch confirms them). */
 void kf_session_table_put(kf_session_table *t, const char *id, const kf_session_ref *ref);
 void kf_session_table_remove(kf_session_table *t, const char *id);

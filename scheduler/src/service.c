@@ -27,7 +27,7 @@ static kf_route routes[] = {
     {NULL, SVC "DeleteFile", KF_ROUTE_UNARY, D(delete_file_request), D(delete_file_response)},
 };
 
-#define N_CLUSTER_METHODS 5 /* checked below against cluster_nodes.c's table */
+#define N_CLUSTER_METHODS 9 /* checked below against cluster_nodes.c's table */
 static kf_method methods[KF_ARRAY_SIZE(routes) + N_CLUSTER_METHODS];
 
 const kf_method *kf_sched_methods(kf_sched *s, size_t *n) {

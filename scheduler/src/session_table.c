@@ -101,7 +101,7 @@ static uint64_t json_u64(const cJSON *v) {
 /* The node, tenant and memory limit of a session record; -EBADMSG if it
  * names no node (or a malformed tenant). A record without "tenant" (made
  * before tenancy) belongs to the anonymous tenant "". */
-static int parse_record(const char *value, size_t len, kf_session_ref *out) {
+int kf_session_record_parse(const char *value, size_t len, kf_session_ref *out) {
     cJSON *j = cJSON_ParseWithLength(value, len);
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(j, "node");
     const cJSON *tn = cJSON_GetObjectItemCaseSensitive(j, "tenant");
@@ -119,6 +119,9 @@ static int parse_record(const char *value, size_t len, kf_session_ref *out) {
         out->cpu_millis = json_u64(cJSON_GetObjectItemCaseSensitive(lim, "cpu_millis"));
         if (!out->cpu_millis)
             out->cpu_millis = KF_SCHED_DEFAULT_CPU;
+        const cJSON *mv = cJSON_GetObjectItemCaseSensitive(j, "moving_to");
+        if (cJSON_IsString(mv))
+            snprintf(out->moving_to, sizeof(out->moving_to), "%s", mv->valuestring);
         rc = 0;
     }
     cJSON_Delete(j);
@@ -128,7 +131,7 @@ static int parse_record(const char *value, size_t len, kf_session_ref *out) {
 static void apply_put(kf_session_table *t, const kf_etcd_kv *kv) {
     kf_session_ref ref;
     const char *id = kv->key + strlen(KF_KEY_SESSIONS);
-    if (parse_record(kv->value, kv->value_len, &ref) < 0) {
+    if (kf_session_record_parse(kv->value, kv->value_len, &ref) < 0) {
         kf_warn("malformed session record %s ignored", kv->key);
         return;
     }
@@ -228,7 +231,7 @@ int kf_session_table_lookup(kf_session_table *t, const char *id, kf_session_ref 
     kf_etcd_kv kv = {0};
     if (kf_etcd_get(t->etcd, key, strlen(key), &kv, NULL) < 0)
         return -ENOENT;
-    int rc = parse_record(kv.value, kv.value_len, out) < 0 ? -ENOENT : 0;
+    int rc = kf_session_record_parse(kv.value, kv.value_len, out) < 0 ? -ENOENT : 0;
     kf_etcd_kv_done(&kv);
     return rc;
 }
@@ -246,6 +249,23 @@ void kf_session_table_usage(kf_session_table *t, const char *tenant, uint64_t *s
     pthread_mutex_unlock(&t->mu);
     *sessions = n;
     *memory_bytes = mem;
+}
+
+int kf_session_table_on_node(kf_session_table *t, const char *node, char (**ids)[KF_SESSION_ID_MAX + 1],
+                             size_t *n) {
+    pthread_mutex_lock(&t->mu);
+    size_t k = 0;
+    char(*a)[KF_SESSION_ID_MAX + 1] = calloc(t->n ? t->n : 1, sizeof(*a));
+    for (size_t i = 0; a && i < NBUCKETS; i++)
+        for (const entry *e = t->b[i]; e; e = e->next)
+            if (!strcmp(e->ref.node, node) && k < t->n)
+                memcpy(a[k++], e->id, sizeof(a[0]));
+    pthread_mutex_unlock(&t->mu);
+    if (!a)
+        return -ENOMEM;
+    *ids = a;
+    *n = k;
+    return 0;
 }
 
 void kf_session_table_put(kf_session_table *t, const char *id, const kf_session_ref *ref) {
