@@ -51,6 +51,10 @@ void kf_cluster_reply_node(kf_sched *s, kf_call *c, const char *node);
 const kf_method *kf_sched_cluster_methods(kf_sched *s, size_t *n);
 
 /* cordon.c */
+/* kf_cluster_add_drains - set each status's drain_state from the drain
+ * records (one etcd range; left 0 if etcd does not answer). */
+void kf_cluster_add_drains(kf_sched *s, kf_node_status *st, size_t n);
+
 /* kf_cluster_who - who a change is recorded as by: the caller's tenant
  * with tenancy, else the request's `who` (checked) or "anonymous". */
 int kf_cluster_who(const kf_sched *s, const kf_tenant *t, const char *who, char *out, size_t size,

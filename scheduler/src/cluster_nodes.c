@@ -28,6 +28,10 @@
 Kfleet__V1__NodeState kf_node_state(const kf_node_status *st) {
     if (!st->registered)
         return KFLEET__V1__NODE_STATE__NODE_STATE_NOT_READY;
+    if (st->drain_state == KF_DRAIN_RUNNING)
+        return KFLEET__V1__NODE_STATE__NODE_STATE_DRAINING;
+    if (st->drain_state == KF_DRAIN_DONE && st->admin.cordoned && st->usage.sessions == 0)
+        return KFLEET__V1__NODE_STATE__NODE_STATE_DRAINED;
     return st->admin.cordoned ? KFLEET__V1__NODE_STATE__NODE_STATE_CORDONED
                               : KFLEET__V1__NODE_STATE__NODE_STATE_READY;
 }
@@ -67,6 +71,24 @@ void kf_node_msg_init(kf_node_msg *m, kf_node_status *st) {
     m->admin.by = st->admin.by;
     m->admin.at_unix_ms = st->admin.at_unix_ms;
     m->node.admin = &m->admin;
+}
+
+void kf_cluster_add_drains(kf_sched *s, kf_node_status *st, size_t n) {
+    kf_etcd_kvs kvs = {0};
+    if (!n || kf_etcd_range_prefix(s->etcd, KF_KEY_DRAINS, 0, &kvs, NULL) < 0)
+        return; /* without it nodes show as cordoned, not draining: said in the log by the etcd client */
+    for (size_t i = 0; i < kvs.n; i++) {
+        const char *node = kvs.kvs[i].key + strlen(KF_KEY_DRAINS);
+        for (size_t k = 0; k < n; k++) {
+            if (strcmp(st[k].node, node) != 0)
+                continue;
+            kf_drain d;
+            if (kf_drain_parse(kvs.kvs[i].value, kvs.kvs[i].value_len, &d) == 0)
+                st[k].drain_state = (int)d.state;
+            kf_drain_done(&d);
+        }
+    }
+    kf_etcd_kvs_done(&kvs);
 }
 
 ProtobufCMessage *kf_cluster_begin(kf_sched *s, kf_call *c, const ProtobufCMessageDescriptor *req_desc,
@@ -116,6 +138,7 @@ void kf_cluster_reply_node(kf_sched *s, kf_call *c, const char *node) {
     }
     if (kf_view_status(s->view, node, st) < 0)
         snprintf(st->node, sizeof(st->node), "%s", node);
+    kf_cluster_add_drains(s, st, 1);
     kf_node_msg_init(m, st);
     kf_call_reply(c, &m->node.base);
 }
@@ -163,6 +186,7 @@ static void list_nodes(kf_call *c, void *ud) {
         kf_call_finish(c, KF_ST_INTERNAL, "out of memory");
         return;
     }
+    kf_cluster_add_drains(s, st, n);
     _cleanup_free_ kf_node_msg *msgs = calloc(n ? n : 1, sizeof(*msgs));
     _cleanup_free_ Kfleet__V1__Node **nodes = calloc(n ? n : 1, sizeof(*nodes));
     if (!msgs || !nodes) {
@@ -200,6 +224,7 @@ static void summary(kf_call *c, void *ud) {
         kf_call_finish(c, KF_ST_INTERNAL, "out of memory");
         return;
     }
+    kf_cluster_add_drains(s, st, n);
     Kfleet__V1__ClusterSummary sum = KFLEET__V1__CLUSTER_SUMMARY__INIT;
     Kfleet__V1__NodeCapacity cap = KFLEET__V1__NODE_CAPACITY__INIT;
     Kfleet__V1__NodeCapacity sched_cap = KFLEET__V1__NODE_CAPACITY__INIT;

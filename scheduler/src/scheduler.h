@@ -111,6 +111,8 @@ typedef struct kf_node_status {
     /* the admin record */
     bool has_admin;
     kf_node_admin admin;
+    /* its drain record, added by the Cluster handlers (kf_cluster_add_drains) */
+    int drain_state; /* 0 = none, else kf_drain_state (drain.h) */
 } kf_node_status;
 
 /* kf_view_status - the status of a node that is registered or has an
