@@ -78,6 +78,9 @@ static void usage(void) {
            "  --label KEY=VALUE      node label for placement (repeatable, at most 16)\n"
            "  --capacity-memory SIZE memory offered (default: MemTotal)\n"
            "  --capacity-cpu N       cores offered, e.g. 4 or 3.5 (default: online CPUs)\n"
+           "  --drain-on-stop DUR    on SIGTERM, cordon this node and ask the scheduler to move\n"
+           "                         its sessions away; stop when they are gone or after DUR\n"
+           "                         (default 0: stop at once, sessions stay for the next start)\n"
            "  --purge                delete every session and warm sandbox on this node, then exit\n"
            "  --debug                verbose logs\n");
 }
@@ -174,7 +177,7 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
         O_UIDBASE, O_DMEM, O_MMEM, O_DTO, O_MTO, O_DDISK, O_MDISK, O_IDLE, O_LIFE, O_MOUT, O_MUP,
         O_GRACE, O_DEBUG, O_PURGE, O_HELP, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ETCD, O_ETCDCA,
         O_ETCDCERT, O_ETCDKEY, O_ETCDUSER, O_ETCDPW, O_LEASETTL, O_ADVERTISE, O_LABEL, O_CAPMEM,
-        O_CAPCPU,
+        O_CAPCPU, O_DRAINSTOP,
     };
     static const struct option opts[] = {
         {"state-dir", 1, 0, O_STATE},     {"listen", 1, 0, O_LISTEN},
@@ -196,13 +199,14 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
         {"etcd-user", 1, 0, O_ETCDUSER},  {"etcd-password-file", 1, 0, O_ETCDPW},
         {"lease-ttl", 1, 0, O_LEASETTL},  {"advertise", 1, 0, O_ADVERTISE},
         {"label", 1, 0, O_LABEL},         {"capacity-memory", 1, 0, O_CAPMEM},
-        {"capacity-cpu", 1, 0, O_CAPCPU}, {0, 0, 0, 0},
+        {"capacity-cpu", 1, 0, O_CAPCPU}, {"drain-on-stop", 1, 0, O_DRAINSTOP},
+        {0, 0, 0, 0},
     };
     optind = 1;
     int o, r = 0;
     uint64_t v64;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        const char *name = o >= O_STATE && o <= O_CAPCPU ? opts[o - O_STATE].name : "?";
+        const char *name = o >= O_STATE && o <= O_DRAINSTOP ? opts[o - O_STATE].name : "?";
         switch (o) {
         case O_STATE: r = copy_str(name, optarg, c->state_dir, sizeof(c->state_dir), err); break;
         case O_LISTEN: r = copy_str(name, optarg, c->listen_unix, sizeof(c->listen_unix), err); break;
@@ -257,6 +261,13 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
         case O_LABEL: r = add_label(c, optarg, err); break;
         case O_CAPMEM: r = want_size(name, optarg, &c->capacity_memory_bytes, err); break;
         case O_CAPCPU: r = want_cpu(name, optarg, &c->capacity_cpu_millis, err); break;
+        case O_DRAINSTOP:
+            r = want_ms(name, optarg, &v64, err);
+            if (r == 0 && v64 > 24ULL * 3600 * 1000)
+                r = kf_error_set(err, -EINVAL, 0, "--%s: at most 24h", name);
+            if (r == 0)
+                c->drain_on_stop_s = (uint32_t)((v64 + 999) / 1000);
+            break;
         case O_LEASETTL:
             r = want_ms(name, optarg, &v64, err);
             /* etcd's minimum TTL is a few seconds anyway; an hour is plenty. */

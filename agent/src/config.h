@@ -58,6 +58,7 @@ typedef struct kf_agent_config {
     char etcd_user[128];
     char etcd_password_file[PATH_MAX];
     uint32_t lease_ttl_s;      /* node lease TTL */
+    uint32_t drain_on_stop_s;  /* SIGTERM: drain first, for at most this long (0 = no) */
     char advertise[128];       /* address the scheduler dials; default listen_tcp */
     kf_label labels[KF_MAX_LABELS];
     size_t n_labels;

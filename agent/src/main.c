@@ -21,6 +21,7 @@
 #include "kf/log.h"
 #include "kf/util.h"
 #include "registry.h"
+#include "self_drain.h"
 #include "service.h"
 #include "session.h"
 
@@ -164,6 +165,8 @@ int main(int argc, char **argv) {
 
     int sig = 0;
     sigwait(&stop, &sig);
+    if (sig == SIGTERM)
+        kf_self_drain(a, &stop); /* with --drain-on-stop: move the sessions away first */
     kf_info("signal %d: stopping (sessions keep running)", sig);
     kf_pool_stop(a);
     kf_reaper_stop(a);

@@ -424,3 +424,5 @@ void kf_registry_status_get(kf_registry *r, kf_registry_status *out) {
     *out = r->status;
     pthread_mutex_unlock(&r->mu);
 }
+
+kf_etcd *kf_registry_etcd(kf_registry *r) { return r->etcd; }

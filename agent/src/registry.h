@@ -17,6 +17,7 @@
 #include <stdbool.h>
 
 #include "kf/error.h"
+#include "kf/etcd.h"
 #include "kf/node_record.h"
 #include "session.h"
 
@@ -45,5 +46,9 @@ typedef struct kf_registry_status {
 /* kf_registry_status - a copy of the current status. Thread-safe,
  * non-blocking (no etcd request). */
 void kf_registry_status_get(kf_registry *r, kf_registry_status *out);
+
+/* kf_registry_etcd - the registry's etcd client (thread-safe; lives until
+ * kf_registry_free), for the SIGTERM drain (self_drain.c). */
+kf_etcd *kf_registry_etcd(kf_registry *r);
 
 #endif

@@ -105,6 +105,20 @@ bool kf_node_usage_equal(const kf_node_usage *a, const kf_node_usage *b) {
            a->creates == b->creates;
 }
 
+char *kf_drain_request_json(const char *node, const char *reason, const char *by, int64_t now_unix_ms,
+                            int64_t deadline_unix_ms, uint32_t parallel) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    bool ok = cJSON_AddStringToObject(o, "node", node) && cJSON_AddStringToObject(o, "state", "running") &&
+              cJSON_AddStringToObject(o, "reason", reason) && cJSON_AddStringToObject(o, "by", by) &&
+              add_i64(o, "started_unix_ms", now_unix_ms) && add_i64(o, "deadline_unix_ms", deadline_unix_ms) &&
+              add_i64(o, "ended_unix_ms", 0) && add_u64(o, "parallel", parallel) &&
+              cJSON_AddBoolToObject(o, "force", false) && cJSON_AddStringToObject(o, "message", "") &&
+              cJSON_AddArrayToObject(o, "sessions");
+    return finish(o, ok);
+}
+
 char *kf_node_admin_json(const kf_node_admin *a) {
     cJSON *o = cJSON_CreateObject();
     if (!o)

@@ -17,7 +17,6 @@
 #include "kfleet/v1/cluster.pb-c.h"
 #include "scheduler.h"
 
-#define KF_KEY_DRAINS "/kfleet/drains/"
 #define KF_DRAIN_SESSIONS_MAX 2048 /* sessions a drain tracks (one record < etcd's 1.5 MiB) */
 #define KF_DRAIN_MSG_MAX 200       /* bytes of a per-session or drain message */
 #define KF_DRAIN_DEADLINE_DEFAULT_S 600

@@ -27,6 +27,7 @@
 #define KF_KEY_NODES "/kfleet/nodes/"
 #define KF_KEY_USAGE "/kfleet/usage/"
 #define KF_KEY_ADMIN "/kfleet/admin/"
+#define KF_KEY_DRAINS "/kfleet/drains/"
 
 /* A node name (the last component of its keys): 1..KF_NODE_NAME_MAX of
  * [A-Za-z0-9._-], not starting with a dot. */
@@ -95,6 +96,14 @@ char *kf_node_usage_json(const kf_node_usage *u, int64_t now_unix_ms);
 
 /* kf_node_usage_equal - same counters (updated_unix_ms is not compared). */
 bool kf_node_usage_equal(const kf_node_usage *a, const kf_node_usage *b);
+
+/* kf_drain_request_json - a new drain record asking the scheduler to move
+ * every session off `node` (state running, its sessions listed by the
+ * scheduler's runner): what `kfleet-agent --drain-on-stop` writes. The
+ * record's full format is the scheduler's (scheduler/src/drain_record.c).
+ * NULL on allocation failure. */
+char *kf_drain_request_json(const char *node, const char *reason, const char *by, int64_t now_unix_ms,
+                            int64_t deadline_unix_ms, uint32_t parallel);
 
 /* kf_node_admin_json - the admin record {cordoned, reason, by, at}. */
 char *kf_node_admin_json(const kf_node_admin *a);
