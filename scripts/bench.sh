@@ -6,7 +6,9 @@
 #  (b) warm-pool create p50/p99;
 #  (c) `1+1` Execute round trip through the agent vs a C ZMQ client talking
 #      straight to a bare local ipykernel;
-#  (d) agent memory per idle session (and each session's own kernel memory).
+#  (d) agent memory per idle session (and each session's own kernel memory);
+#  (e) scheduler leader failover time vs the leader lease TTL
+#      (tests/bench/bench_failover.py; FAILOVER_TTL, FAILOVER_N).
 # Usage: scripts/bench.sh [BUILD_DIR]   (root; builds if needed)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -96,3 +98,7 @@ printf '%-44s %8s KiB\n' "(d) agent memory per idle session" "$(get memory.agent
 printf '%-44s %8s MiB\n' "(d) kernel (cgroup) memory per idle session" "$(get memory.session_cgroup_mean)"
 echo "warm hits: $(awk '$1=="warm.warm_hits"{print $2" of "$4}' "$work/results"); raw figures:"
 sed 's/^/  /' "$work/results"
+
+echo
+echo "== (e) scheduler leader failover: kill -9 the leader, time until the other replica leads"
+KF_BUILD_DIR="$build" /usr/bin/python3 "$here/tests/bench/bench_failover.py"

@@ -3,7 +3,10 @@
  * kfleetctl works against either), places new sessions on the nodes
  * registered in etcd and forwards every other call to the session's node;
  * and kfleet.v1.Cluster (nodes, their state, cordon/uncordon) for operators.
- * v0: one replica (no leader election yet). With --tenants every call
+ * Any number of replicas run at once, each serving every request; one,
+ * elected through the etcd leader key, also runs the background loops
+ * (node loss -> LOST sessions, reconcile of records against the agents;
+ * leader.c). With --tenants every call
  * carries a bearer token naming its tenant, which sees only its own
  * sessions and is held to its quotas.
  *
@@ -22,6 +25,16 @@
  *                             under the view's mutex
  *  - session watch thread ... (session_table.c) /kfleet/sessions/ -> the
  *                             id -> node table, under its mutex
+ *  - leader election thread . (leader.c) campaigns for KF_KEY_LEADER; while
+ *                             leader, every 500 ms: one node-loss pass
+ *                             (node_loss.c) and, when due, one reconcile
+ *                             pass (reconcile.c); owns their state and an
+ *                             etcd client of its own; blocks on etcd and
+ *                             agents with bounded timeouts
+ *  - leader lease keeper .... (etcd_keeper.c) refreshes the election lease
+ *                             every TTL/3; a loss clears "leading" at once
+ *  - leader key watch ....... (etcd_watch.c) wakes the election thread when
+ *                             the key changes (a dead leader's key expired)
  *  - gRPC core's own threads (timers, executor)
  * The etcd client is shared (its unary calls serialise on its own mutex,
  * ~1 ms each on loopback); each watch has its own HTTP handle.
@@ -74,7 +87,8 @@ int main(int argc, char **argv) {
                        .connect_timeout_ms = 1000};
     if (kf_etcd_client_new(&eo, &s->etcd, &err) < 0 ||
         kf_view_start(s->etcd, &s->cfg, START_LIST_WAIT_MS, &s->view, &err) < 0 ||
-        kf_session_table_start(s->etcd, START_LIST_WAIT_MS, &s->sessions, &err) < 0) {
+        kf_session_table_start(s->etcd, START_LIST_WAIT_MS, &s->sessions, &err) < 0 ||
+        kf_leader_start(s, &s->leader, &err) < 0) {
         kf_err("%s", err.msg);
         return 1;
     }
@@ -117,7 +131,8 @@ int main(int argc, char **argv) {
             kf_err("SIGHUP: tenants not reloaded, the previous ones stay: %s", e.msg);
     }
     kf_info("signal %d: stopping", sig);
-    kf_server_free(srv); /* waits for every handler */
+    s->leader = kf_leader_free(s->leader); /* resigns: a successor takes over at once */
+    kf_server_free(srv);                    /* waits for every handler */
     s->sessions = kf_session_table_free(s->sessions);
     s->view = kf_view_free(s->view);
     s->etcd = kf_etcd_client_free(s->etcd);
