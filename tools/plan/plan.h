@@ -173,6 +173,11 @@ int kf_plan_run(const kf_plan_config *c, uint32_t nodes, kf_plan_engine engine, 
                 kf_error *err);
 void kf_plan_result_done(kf_plan_result *r);
 
+/* kf_plan_sample_util - the utilisation of sample s of run r: the largest
+ * of its memory, cpu and slot shares of r's capacity (0..1, or above with
+ * overcommit). */
+double kf_plan_sample_util(const kf_plan_result *r, const kf_plan_sample *s);
+
 /* kf_plan_search - the fewest nodes (<= c->search_max_nodes) that meet the
  * config's target, by doubling and then bisection over kf_plan_run (the same
  * seed for every run, so the runs see the same arrivals). Fills *best with

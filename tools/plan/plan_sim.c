@@ -165,8 +165,7 @@ static void sample(sim *s, double t) {
     *x = (kf_plan_sample){.t = t, .running = s->running, .waiting = (uint32_t)s->qn, .arrived = s->iv_arrived,
                           .rejected = s->iv_rejected, .mem_used = s->mem_used, .cpu_used = s->cpu_used};
     s->iv_arrived = s->iv_rejected = 0;
-    double u = fmax((double)s->mem_used / (double)r->mem_capacity,
-                    fmax((double)s->cpu_used / (double)r->cpu_capacity, (double)s->running / (double)r->slot_capacity));
+    double u = kf_plan_sample_util(r, x);
     s->util_sum += u;
     r->peak_util = fmax(r->peak_util, u);
 }
@@ -346,6 +345,11 @@ fail:
     sim_done(&s);
     kf_plan_result_done(out);
     return rc;
+}
+
+double kf_plan_sample_util(const kf_plan_result *r, const kf_plan_sample *s) {
+    return fmax((double)s->mem_used / (double)r->mem_capacity,
+                fmax((double)s->cpu_used / (double)r->cpu_capacity, (double)s->running / (double)r->slot_capacity));
 }
 
 void kf_plan_result_done(kf_plan_result *r) {
