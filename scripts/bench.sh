@@ -6,7 +6,13 @@
 #  (b) warm-pool create p50/p99;
 #  (c) `1+1` Execute round trip through the agent vs a C ZMQ client talking
 #      straight to a bare local ipykernel;
-#  (d) agent memory per idle session (and each session's own kernel memory).
+#  (d) agent memory per idle session (and each session's own kernel memory);
+#  (e) kfleetctl plan's simulation: 1,000,000 sessions over 1,000 nodes with
+#      the real placement library vs the naive placement (placement_naive.c),
+#      the baseline run on fewer sessions and scaled (its cost per decision
+#      does not depend on the load).
+#  (f) scheduler leader failover time vs the leader lease TTL
+#      (tests/bench/bench_failover.py; FAILOVER_TTL, FAILOVER_N).
 # Usage: scripts/bench.sh [BUILD_DIR]   (root; builds if needed)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -79,6 +85,10 @@ echo "== (d) memory per idle session ($MEM_N sessions)"
 "$ctl" -s "unix:$work/a.sock" bench memory --count "$MEM_N" --agent-pid "$agent_pid" >>"$work/results"
 stop_agent
 
+echo "== (e) plan: 1,000,000 simulated sessions over 1,000 nodes, vs the naive placement"
+[ -x "$build/tools/plan/kf-bench-plan" ] || cmake --build "$build" --target kf-bench-plan >/dev/null
+"$build/tools/plan/kf-bench-plan" 1000000 1000 20000 | tee -a "$work/results"
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 echo
 printf '%-44s %12s %12s %8s %s\n' "measurement" "kfleet" "baseline" "ratio" "target"
@@ -94,5 +104,11 @@ printf '%-44s %9s ms %9s ms %8s\n' "(c) 1+1 round trip p99" "$(get exec.p99)" "$
   "$(ratio "$(get exec.p99)" "$(get direct.p99)")"
 printf '%-44s %8s KiB\n' "(d) agent memory per idle session" "$(get memory.agent_per_session)"
 printf '%-44s %8s MiB\n' "(d) kernel (cgroup) memory per idle session" "$(get memory.session_cgroup_mean)"
+printf '%-44s %10s s %10s s %8s %s\n' "(e) plan: 1M sessions, 1000 nodes" "$(get plan.seconds)" \
+  "$(get naive.extrapolated_seconds)" "$(ratio "$(get plan.seconds)" "$(get naive.extrapolated_seconds)")" "<= 5 s"
 echo "warm hits: $(awk '$1=="warm.warm_hits"{print $2" of "$4}' "$work/results"); raw figures:"
 sed 's/^/  /' "$work/results"
+
+echo
+echo "== (f) scheduler leader failover: kill -9 the leader, time until the other replica leads"
+KF_BUILD_DIR="$build" /usr/bin/python3 "$here/tests/bench/bench_failover.py"

@@ -7,7 +7,7 @@ PKGS=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   libzmq3-dev libssl-dev libcjson-dev libcurl4-openssl-dev
   libcgroup-dev libseccomp-dev libcap-dev libnng-dev
-  libcmocka-dev
+  libcmocka-dev libyaml-dev librsvg2-bin
   python3 python3-ipykernel python3-jupyter-client
   python3-numpy python3-pandas python3-matplotlib
   python3-pytest python3-grpcio python3-grpc-tools

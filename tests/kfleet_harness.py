@@ -383,6 +383,28 @@ def wait_for(pred, timeout=10, step=0.05):
         time.sleep(step)
 
 
+def eventually(fn, timeout=30, step=0.25):
+    """fn() until it stops raising grpc.RpcError; returns its value or
+    re-raises the last error when the time is up."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return fn()
+        except grpc.RpcError:
+            if time.time() > deadline:
+                raise
+            time.sleep(step)
+
+
+def delete_all(client, sessions):
+    """Deletes every session (objects with .id), ignoring errors."""
+    for s in sessions:
+        try:
+            client.delete(s.id)
+        except grpc.RpcError:
+            pass
+
+
 def make_certs(d):
     """A throwaway CA, a server certificate for 127.0.0.1 and a client
     certificate, all signed by the CA, and a second CA that signed nothing

@@ -34,6 +34,30 @@ int64_t kf_unix_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int kf_cond_init_mono(pthread_cond_t *cv) {
+    pthread_condattr_t ca;
+    int r = pthread_condattr_init(&ca);
+    if (r)
+        return -r;
+    r = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (!r)
+        r = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return -r;
+}
+
+struct timespec kf_mono_deadline(int64_t ms) {
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    return dl;
+}
+
 int kf_random_id(char *out, size_t size, const char *prefix, size_t nhex) {
     size_t plen = strlen(prefix);
     if (plen + nhex + 1 > size || nhex > 64)

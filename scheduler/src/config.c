@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "scheduler.h"
 
@@ -12,6 +13,13 @@ void kf_sched_config_defaults(kf_sched_config *c) {
     snprintf(c->listen_unix, sizeof(c->listen_unix), "/run/kfleet/scheduler.sock");
     c->policy = KF_PLACE_SPREAD;
     c->max_calls = 1024;
+    char host[64] = "scheduler";
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    snprintf(c->id, sizeof(c->id), "%s-%ld", host, (long)getpid());
+    c->leader_ttl_s = 10;
+    c->node_grace_s = 30;
+    c->reconcile_s = 30;
 }
 
 static void usage(void) {
@@ -28,7 +36,39 @@ static void usage(void) {
            "                         readable by other users; re-read on SIGHUP). Default: no\n"
            "                         tenancy, every caller may use every session\n"
            "  --max-calls N          calls handled at once (default 1024)\n"
+           "  --id NAME              this replica in the leader election (default hostname-pid;\n"
+           "                         must differ between replicas)\n"
+           "  --leader-ttl SECONDS   the leader's lease: a dead leader is replaced after about\n"
+           "                         this long (default 10, 2..300)\n"
+           "  --node-grace SECONDS   a node whose registration lapsed and that has not come\n"
+           "                         back after this long loses its sessions: they become LOST\n"
+           "                         (default 30, 0..86400)\n"
+           "  --reconcile-interval SECONDS  the leader compares session records with every\n"
+           "                         node's sessions this often (default 30, 1..86400)\n"
            "  --debug                verbose logs\n");
+}
+
+/* A decimal in [min, max] for flag `name`. */
+static int parse_u32(const char *name, const char *v, uint32_t min, uint32_t max, uint32_t *out,
+                     kf_error *err) {
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (errno || *end || end == v || v[0] == '-' || n < min || n > max)
+        return kf_error_set(err, -EINVAL, 0, "--%s: '%s' is not a whole number in %u..%u", name, v,
+                            min, max);
+    *out = (uint32_t)n;
+    return 0;
+}
+
+static bool id_valid(const char *id) {
+    if (!id[0])
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_' || *p == '.' || *p == '@' || *p == ':'))
+            return false;
+    return true;
 }
 
 static int copy_str(const char *name, const char *v, char *dst, size_t size, kf_error *err) {
@@ -40,7 +80,7 @@ static int copy_str(const char *name, const char *v, char *dst, size_t size, kf_
 
 int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *err) {
     enum { O_ETCD = 256, O_LISTEN, O_LISTEN_TCP, O_POLICY, O_CA, O_CERT, O_KEY, O_MAX_CALLS, O_DEBUG,
-           O_TENANTS };
+           O_TENANTS, O_ID, O_LEADER_TTL, O_NODE_GRACE, O_RECONCILE };
     static const struct option opts[] = {
         {"etcd", required_argument, NULL, O_ETCD},
         {"listen", required_argument, NULL, O_LISTEN},
@@ -51,6 +91,10 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         {"node-tls-key", required_argument, NULL, O_KEY},
         {"max-calls", required_argument, NULL, O_MAX_CALLS},
         {"tenants", required_argument, NULL, O_TENANTS},
+        {"id", required_argument, NULL, O_ID},
+        {"leader-ttl", required_argument, NULL, O_LEADER_TTL},
+        {"node-grace", required_argument, NULL, O_NODE_GRACE},
+        {"reconcile-interval", required_argument, NULL, O_RECONCILE},
         {"debug", no_argument, NULL, O_DEBUG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -74,16 +118,17 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
             else
                 rc = kf_error_set(err, -EINVAL, 0, "--policy: '%s' is not spread or binpack", optarg);
             break;
-        case O_MAX_CALLS: {
-            char *end;
-            errno = 0;
-            unsigned long n = strtoul(optarg, &end, 10);
-            if (errno || *end || end == optarg || n == 0 || n > 100000)
-                rc = kf_error_set(err, -EINVAL, 0, "--max-calls: '%s' is not 1..100000", optarg);
-            else
-                c->max_calls = (uint32_t)n;
+        case O_MAX_CALLS: rc = parse_u32("max-calls", optarg, 1, 100000, &c->max_calls, err); break;
+        case O_ID:
+            rc = copy_str("id", optarg, c->id, sizeof(c->id), err);
+            if (rc == 0 && !id_valid(c->id))
+                rc = kf_error_set(err, -EINVAL, 0,
+                                  "--id: '%s' must be 1-%zu of A-Z, a-z, 0-9, '-', '_', '.', '@', ':'",
+                                  optarg, sizeof(c->id) - 1);
             break;
-        }
+        case O_LEADER_TTL: rc = parse_u32("leader-ttl", optarg, 2, 300, &c->leader_ttl_s, err); break;
+        case O_NODE_GRACE: rc = parse_u32("node-grace", optarg, 0, 86400, &c->node_grace_s, err); break;
+        case O_RECONCILE: rc = parse_u32("reconcile-interval", optarg, 1, 86400, &c->reconcile_s, err); break;
         case O_DEBUG: c->log_debug = true; break;
         case 'h': usage(); return 1;
         default: return kf_error_set(err, -EINVAL, 0, "unknown option (see --help)");

@@ -75,9 +75,10 @@ void kf_drain_done(kf_drain *d);
  * none (err untouched), other errors with err set. */
 int kf_drain_get(kf_sched *s, const char *node, kf_drain *out, int64_t *rev, kf_error *err);
 /* kf_drain_put - write d if the record is still at revision `rev` (0 =
- * absent). *won false: it changed meanwhile; *new_rev the revision after a
- * won write. */
-int kf_drain_put(kf_sched *s, const kf_drain *d, int64_t rev, bool *won, int64_t *new_rev,
+ * absent); `fenced` (the runner's writes): only while this replica leads
+ * (kf_leader_txn). *won false: it changed meanwhile; *new_rev the revision
+ * after a won write. */
+int kf_drain_put(kf_sched *s, const kf_drain *d, int64_t rev, bool fenced, bool *won, int64_t *new_rev,
                  kf_error *err);
 /* kf_drain_find - the entry of session id, or NULL. */
 kf_drain_sess *kf_drain_find(kf_drain *d, const char *id);

@@ -126,7 +126,7 @@ void kf_sched_drain(kf_call *c, void *ud) {
         }
         kf_drain d;
         bool won = false;
-        if (new_drain(s, req, by, &d, &err) < 0 || kf_drain_put(s, &d, rev, &won, NULL, &err) < 0) {
+        if (new_drain(s, req, by, &d, &err) < 0 || kf_drain_put(s, &d, rev, false, &won, NULL, &err) < 0) {
             kf_drain_done(&d);
             kf_call_fail(c, &err);
             return;
@@ -242,7 +242,7 @@ void kf_sched_cancel_drain(kf_call *c, void *ud) {
         d.ended_unix_ms = kf_unix_ms();
         snprintf(d.message, sizeof(d.message), "cancelled by %.63s; the node stays cordoned", by);
         bool won = false;
-        rc = kf_drain_put(s, &d, rev, &won, NULL, &err);
+        rc = kf_drain_put(s, &d, rev, false, &won, NULL, &err);
         if (rc == 0 && won) {
             kf_info("node %s: drain cancelled by %s", d.node, by);
             reply_drain(c, &d);

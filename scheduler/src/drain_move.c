@@ -53,7 +53,7 @@ static int rec_read(kf_sched *s, const char *id, rec *r, kf_error *err) {
     if (rc < 0)
         return rc;
     r->rev = kv.mod_revision;
-    rc = kf_session_record_parse(kv.value, kv.value_len, &r->ref);
+    rc = kf_session_parse_record(kv.value, kv.value_len, &r->ref);
     if (rc == 0)
         r->json = cJSON_ParseWithLength(kv.value, kv.value_len);
     kf_etcd_kv_done(&kv);
@@ -78,7 +78,8 @@ static int rec_write(kf_sched *s, rec *r, const char *node, const char *moving, 
     kf_etcd_op op = {.type = KF_ETCD_OP_PUT, .key = r->key, .key_len = strlen(r->key), .value = v,
                      .value_len = strlen(v)};
     kf_etcd_txn_result res = {0};
-    int rc = kf_etcd_txn(s->etcd, &cmp, 1, &op, 1, NULL, 0, won, &res, err);
+    /* fenced: a deposed leader's half-done move is left for the next one to undo */
+    int rc = kf_leader_txn_result(s->leader, &cmp, 1, &op, 1, won, &res, err);
     if (rc == 0 && *won) {
         r->rev = res.revision;
         snprintf(r->ref.node, sizeof(r->ref.node), "%s", node);

@@ -153,7 +153,7 @@ int kf_drain_get(kf_sched *s, const char *node, kf_drain *out, int64_t *rev, kf_
     return 0;
 }
 
-int kf_drain_put(kf_sched *s, const kf_drain *d, int64_t rev, bool *won, int64_t *new_rev,
+int kf_drain_put(kf_sched *s, const kf_drain *d, int64_t rev, bool fenced, bool *won, int64_t *new_rev,
                  kf_error *err) {
     char key[sizeof(KF_KEY_DRAINS) + KF_PLACE_ID_MAX];
     snprintf(key, sizeof(key), "%s%s", KF_KEY_DRAINS, d->node);
@@ -165,7 +165,8 @@ int kf_drain_put(kf_sched *s, const kf_drain *d, int64_t rev, bool *won, int64_t
     kf_etcd_op op = {.type = KF_ETCD_OP_PUT, .key = key, .key_len = strlen(key), .value = json,
                      .value_len = strlen(json)};
     kf_etcd_txn_result res = {0};
-    int rc = kf_etcd_txn(s->etcd, &cmp, 1, &op, 1, NULL, 0, won, &res, err);
+    int rc = fenced ? kf_leader_txn_result(s->leader, &cmp, 1, &op, 1, won, &res, err)
+                    : kf_etcd_txn(s->etcd, &cmp, 1, &op, 1, NULL, 0, won, &res, err);
     if (new_rev)
         *new_rev = res.revision;
     kf_etcd_txn_result_done(&res);

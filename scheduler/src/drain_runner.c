@@ -253,7 +253,7 @@ static void write_back(worker *w, bool *dirty) {
     kf_error err = {0};
     bool won = false;
     int64_t nrev = 0;
-    if (kf_drain_put(s, &w->d, w->rev, &won, &nrev, &err) < 0) {
+    if (kf_drain_put(s, &w->d, w->rev, true, &won, &nrev, &err) < 0) {
         kf_warn("drain of %s: record not written: %s", w->node, err.msg);
         return;
     }

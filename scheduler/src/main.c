@@ -3,7 +3,10 @@
  * kfleetctl works against either), places new sessions on the nodes
  * registered in etcd and forwards every other call to the session's node;
  * and kfleet.v1.Cluster (nodes, their state, cordon/uncordon) for operators.
- * v0: one replica (no leader election yet). With --tenants every call
+ * Any number of replicas run at once, each serving every request; one,
+ * elected through the etcd leader key, also runs the background loops
+ * (node loss -> LOST sessions, reconcile of records against the agents;
+ * leader.c). With --tenants every call
  * carries a bearer token naming its tenant, which sees only its own
  * sessions and is held to its quotas.
  *
@@ -22,6 +25,16 @@
  *                             under the view's mutex
  *  - session watch thread ... (session_table.c) /kfleet/sessions/ -> the
  *                             id -> node table, under its mutex
+ *  - leader election thread . (leader.c) campaigns for KF_KEY_LEADER; while
+ *                             leader, every 500 ms: one node-loss pass
+ *                             (node_loss.c) and, when due, one reconcile
+ *                             pass (reconcile.c); owns their state and an
+ *                             etcd client of its own; blocks on etcd and
+ *                             agents with bounded timeouts
+ *  - leader lease keeper .... (etcd_keeper.c) refreshes the election lease
+ *                             every TTL/3; a loss clears "leading" at once
+ *  - leader key watch ....... (etcd_watch.c) wakes the election thread when
+ *                             the key changes (a dead leader's key expired)
  *  - gRPC core's own threads (timers, executor)
  * The etcd client is shared (its unary calls serialise on its own mutex,
  * ~1 ms each on loopback); each watch has its own HTTP handle.
@@ -37,7 +50,6 @@
 
 #include "kf/log.h"
 #include "kf/util.h"
-#include "drain.h"
 #include "scheduler.h"
 
 #define START_LIST_WAIT_MS 5000
@@ -75,7 +87,8 @@ int main(int argc, char **argv) {
                        .connect_timeout_ms = 1000};
     if (kf_etcd_client_new(&eo, &s->etcd, &err) < 0 ||
         kf_view_start(s->etcd, &s->cfg, START_LIST_WAIT_MS, &s->view, &err) < 0 ||
-        kf_session_table_start(s->etcd, START_LIST_WAIT_MS, &s->sessions, &err) < 0) {
+        kf_session_table_start(s->etcd, START_LIST_WAIT_MS, &s->sessions, &err) < 0 ||
+        kf_leader_start(s, &s->leader, &err) < 0) {
         kf_err("%s", err.msg);
         return 1;
     }
@@ -104,12 +117,6 @@ int main(int argc, char **argv) {
             s->cfg.listen_tcp[0] ? " and " : "", s->cfg.listen_tcp,
             s->cfg.policy == KF_PLACE_BINPACK ? "binpack" : "spread");
 
-    kf_drain_runner *drains = NULL;
-    if (kf_drain_runner_start(s, &drains, &err) < 0) {
-        kf_err("%s", err.msg);
-        return 1;
-    }
-
     int sig = 0;
     for (;;) {
         sigwait(&stop, &sig);
@@ -124,8 +131,8 @@ int main(int argc, char **argv) {
             kf_err("SIGHUP: tenants not reloaded, the previous ones stay: %s", e.msg);
     }
     kf_info("signal %d: stopping", sig);
-    drains = kf_drain_runner_stop(drains); /* moves in flight end or roll back */
-    kf_server_free(srv); /* waits for every handler */
+    s->leader = kf_leader_free(s->leader); /* resigns: a successor takes over at once */
+    kf_server_free(srv);                    /* waits for every handler */
     s->sessions = kf_session_table_free(s->sessions);
     s->view = kf_view_free(s->view);
     s->etcd = kf_etcd_client_free(s->etcd);

@@ -24,11 +24,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "kf/cleanup.h"
 #include "kf/log.h"
 #include "kfleet/v1/sessions.pb-c.h"
+#include "lost.h"
 #include "scheduler.h"
 #include "service.h"
 
@@ -53,9 +53,10 @@ static const char *request_session_id(const ProtobufCMessage *m) {
 
 /* Finds the agent for the session named in `req`, if it belongs to
  * `tenant`. On failure the call has been finished (NOT_FOUND /
- * UNAVAILABLE / INVALID_ARGUMENT). */
-static int route(kf_sched *s, kf_call *c, const kf_tenant *tenant, const ProtobufCMessage *req,
-                 kf_grpc_client **cl, kf_node_addr *n) {
+ * UNAVAILABLE / INVALID_ARGUMENT), or answered from the record of a LOST
+ * session (lost.c; -ESTALE). */
+static int route(kf_sched *s, kf_call *c, const kf_route *r, const kf_tenant *tenant,
+                 const ProtobufCMessage *req, kf_grpc_client **cl, kf_node_addr *n) {
     const char *id = request_session_id(req);
     if (!id || !id[0]) {
         kf_call_finish(c, KF_ST_INVALID_ARGUMENT, "session_id is required");
@@ -69,6 +70,10 @@ static int route(kf_sched *s, kf_call *c, const kf_tenant *tenant, const Protobu
         snprintf(msg, sizeof(msg), "no session %.100s", id);
         kf_call_finish(c, KF_ST_NOT_FOUND, msg);
         return -ENOENT;
+    }
+    if (ref.lost) {
+        kf_sched_lost_answer(c, r, id, &ref);
+        return -ESTALE;
     }
     if (ref.moving_to[0]) {
         snprintf(msg, sizeof(msg),
@@ -175,7 +180,7 @@ static ProtobufCMessage *accept_routed(kf_call *c, const kf_route *r, kf_grpc_cl
         kf_call_finish(c, KF_ST_INVALID_ARGUMENT, msg);
         return NULL;
     }
-    if (route(r->s, c, &tenant, req, cl, n) < 0) {
+    if (route(r->s, c, r, &tenant, req, cl, n) < 0) {
         protobuf_c_message_free_unpacked(req, NULL);
         return NULL;
     }
@@ -211,23 +216,10 @@ void kf_sched_delete(kf_call *c, void *ud) {
     int rc = kf_grpc_unary(cl, r->path, req, r->resp, kf_sched_timeout_ms(c, UNARY_TIMEOUT_MS), &resp, &st);
     if (rc == 0 || st.code == GRPC_STATUS_NOT_FOUND) {
         const char *id = request_session_id(req);
-        char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX];
-        snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
-        /* The record must go: retry a failed delete (it is idempotent). */
-        kf_error err = {0};
-        int dr = -EIO;
-        for (int attempt = 0; attempt < 3 && dr < 0; attempt++) {
-            if (attempt)
-                usleep(100000 * attempt);
-            kf_error_clear(&err);
-            dr = kf_etcd_delete(r->s->etcd, key, strlen(key), NULL, 0, NULL, NULL, &err);
-        }
-        if (dr < 0)
-            kf_warn("session %s: record not deleted: %s", id, err.msg);
+        kf_session_forget(r->s, id); /* the record must go: retried */
         /* End the pick's reservation, if the node's usage record does not
          * count the session yet (view.c); the next record drops it anyway. */
         kf_view_unreserve(r->s->view, n.node, id);
-        kf_session_table_remove(r->s->sessions, id);
     }
     if (rc == 0)
         kf_call_reply(c, resp);
@@ -235,18 +227,23 @@ void kf_sched_delete(kf_call *c, void *ud) {
         finish_st(c, &st);
 }
 
+/* Whether a session an agent listed goes into the caller's list: it must be
+ * the caller's (with tenancy), and not LOST (a node back after being
+ * declared lost still holds it until the leader's reconcile deletes it;
+ * the LOST entry comes from the table instead). */
 static bool owned_by(kf_sched *s, const Kfleet__V1__Session *sess, const kf_tenant *tenant) {
-    if (!s->tenants)
-        return true;
     kf_session_ref ref;
-    return sess->id && kf_session_table_cached(s->sessions, sess->id, &ref) == 0 &&
-           !strcmp(ref.tenant, tenant->name);
+    bool known = sess->id && kf_session_table_cached(s->sessions, sess->id, &ref) == 0;
+    if (known && ref.lost)
+        return false;
+    return !s->tenants || (known && !strcmp(ref.tenant, tenant->name));
 }
 
 /* ListSessions (v0): asks every registered node in turn and concatenates
  * the answers; paging is not supported across nodes (the request is passed
  * on as it is), and a node that does not answer is left out with a warning.
  * O(nodes) sequential calls: parallel fan-out is a next step.
+ * The LOST sessions (no node holds them) come from the session table.
  * With tenancy, a session is kept only if the session table (cache only,
  * no etcd round trip per session) says it is the caller's: sessions the
  * table does not know (made on an agent directly) are nobody's. */
@@ -287,9 +284,15 @@ void kf_sched_list(kf_call *c, void *ud) {
         parts[i] = (void *)resp;
         total += parts[i]->n_sessions;
     }
+    _cleanup_free_ kf_lost_session *lost = NULL;
+    size_t n_lost = 0;
+    if (kf_sched_lost_sessions(r->s, r->s->tenants ? tenant.name : NULL, &lost, &n_lost) < 0)
+        kf_warn("list: LOST sessions left out (out of memory)");
     Kfleet__V1__ListSessionsResponse out = KFLEET__V1__LIST_SESSIONS_RESPONSE__INIT;
-    _cleanup_free_ Kfleet__V1__Session **all = calloc(total ? total : 1, sizeof(*all));
+    _cleanup_free_ Kfleet__V1__Session **all = calloc(total + n_lost ? total + n_lost : 1, sizeof(*all));
     if (all) {
+        for (size_t i = 0; i < n_lost; i++)
+            all[out.n_sessions++] = &lost[i].msg;
         for (size_t i = 0; i < n; i++)
             for (size_t k = 0; parts[i] && k < parts[i]->n_sessions; k++)
                 if (owned_by(r->s, parts[i]->sessions[k], &tenant))

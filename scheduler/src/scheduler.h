@@ -1,6 +1,7 @@
 /* scheduler.h - kfleet-scheduler's internal interfaces: the configuration, the
- * cluster view (view.c), the session table (session_table.c) and the
- * kfleet.v1.Sessions handlers (create.c, proxy.c, service.c).
+ * cluster view (view.c), the session table (session_table.c), the
+ * kfleet.v1.Sessions handlers (create.c, proxy.c, service.c, lost.c) and the
+ * leader: election (leader.c) and its loops (node_loss.c, reconcile.c).
  *
  * Ownership: main.c owns one kf_sched for the life of the process. The view
  * and the session table each own an etcd watch thread and a mutex; handler
@@ -24,6 +25,9 @@
 
 #define KF_SCHED_ADDR_MAX 128
 #define KF_KEY_SESSIONS "/kfleet/sessions/"
+/* The scheduler leader key: holds the leader's --id, on the leader's lease. */
+#define KF_KEY_LEADER "/kfleet/scheduler/leader"
+#define KF_SCHED_ID_MAX 128
 #define KF_SESSION_ID_MAX 64
 #define KF_TENANT_NAME_MAX 63 /* the rule of Agent/StartSession's tenant */
 /* What a session asking for 0 memory gets from the agents (placement and
@@ -44,6 +48,10 @@ typedef struct kf_sched_config {
     char tenants_file[PATH_MAX]; /* empty: no tenancy (one anonymous tenant) */
     uint32_t max_calls;
     bool log_debug;
+    char id[KF_SCHED_ID_MAX];     /* --id: this replica in the leader key (default hostname-pid) */
+    uint32_t leader_ttl_s;        /* --leader-ttl: the leader lease's TTL */
+    uint32_t node_grace_s;        /* --node-grace: a node gone this long loses its sessions */
+    uint32_t reconcile_s;         /* --reconcile-interval: records vs agents, every node */
 } kf_sched_config;
 
 void kf_sched_config_defaults(kf_sched_config *c);
@@ -169,8 +177,17 @@ typedef struct kf_session_ref {
     char tenant[KF_TENANT_NAME_MAX + 1]; /* "" without tenancy */
     uint64_t memory_bytes;               /* its memory limit (0 counted as the default) */
     uint64_t cpu_millis;                 /* its cpu limit (0 counted as the default) */
+    int64_t created_unix_ms;
+    bool lost;                           /* the record says state LOST (node_loss.c) */
+    int64_t lost_unix_ms;                /* when the leader declared it lost */
     char moving_to[KF_PLACE_ID_MAX + 1]; /* a drain is moving it there ("" = not moving) */
 } kf_session_ref;
+
+/* A session of the table with its id (kf_session_table_lost). */
+typedef struct kf_session_item {
+    char id[KF_SESSION_ID_MAX + 1];
+    kf_session_ref ref;
+} kf_session_item;
 
 int kf_session_table_start(kf_etcd *c, int wait_ms, kf_session_table **out, kf_error *err);
 kf_session_table *kf_session_table_free(kf_session_table *t);
@@ -181,23 +198,49 @@ int kf_session_table_lookup(kf_session_table *t, const char *id, kf_session_ref 
 /* kf_session_table_cached - like lookup, from the cache only (no etcd
  * round trip; for filtering many sessions at once). */
 int kf_session_table_cached(kf_session_table *t, const char *id, kf_session_ref *out);
-/* kf_session_table_usage - the number of sessions of `tenant` and the sum
- * of their memory limits. O(sessions in the table) under the lock: a
+/* kf_session_table_nodes - the distinct nodes that hold at least one
+ * session not yet LOST (malloc'd array of names, caller frees). O(S log S)
+ * in the sessions of the table, the lock held while copying. */
+int kf_session_table_nodes(kf_session_table *t, char (**out)[KF_PLACE_ID_MAX + 1], size_t *n);
+/* kf_session_table_lost - the LOST sessions, of `tenant` only unless it is
+ * NULL (malloc'd array, caller frees). O(sessions in the table). */
+int kf_session_table_lost(kf_session_table *t, const char *tenant, kf_session_item **out, size_t *n);
+/* kf_session_table_usage - the number of sessions of `tenant` (LOST ones
+ * not counted: they hold nothing) and the sum of their memory limits. O(sessions in the table) under the lock: a
  * per-tenant counter is the next step for very large tables. */
 void kf_session_table_usage(kf_session_table *t, const char *tenant, uint64_t *sessions,
                             uint64_t *memory_bytes);
 /* kf_session_table_on_node - the ids of the sessions the table has on
- * `node` (malloc'd array, caller frees). O(sessions) under the lock. */
+ * `node`, LOST ones left out (malloc'd array, caller frees). O(sessions)
+ * under the lock. */
 int kf_session_table_on_node(kf_session_table *t, const char *node, char (**ids)[KF_SESSION_ID_MAX + 1],
                              size_t *n);
-/* kf_session_record_parse - what a /kfleet/sessions/<id> record says
- * (node, tenant, limits, moving_to); -EBADMSG if malformed. */
-int kf_session_record_parse(const char *value, size_t len, kf_session_ref *out);
 /* Local updates after our own commits/deletes (the watch confirms them). */
 void kf_session_table_put(kf_session_table *t, const char *id, const kf_session_ref *ref);
 void kf_session_table_remove(kf_session_table *t, const char *id);
 
+/* ---- session_record.c: the /kfleet/sessions/<id> record ------------------ */
+
+typedef struct kf_sched kf_sched;
+
+#define KF_SESSION_KEY_MAX (sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX)
+/* kf_session_key - "/kfleet/sessions/<id>" into key[KF_SESSION_KEY_MAX]. */
+void kf_session_key(char *key, const char *id);
+/* kf_session_parse_record - the fields of a record value (untrusted JSON).
+ * -EBADMSG if it names no node or has a malformed tenant. Pure. */
+int kf_session_parse_record(const char *value, size_t len, kf_session_ref *out);
+/* kf_session_record_lost - the record `value` rewritten with state "LOST",
+ * lost_unix_ms and reason (every other field kept). malloc'd; NULL if the
+ * value is not a JSON object or memory ran out. Pure. */
+char *kf_session_record_lost(const char *value, size_t len, int64_t lost_unix_ms, const char *reason);
+/* kf_session_forget - delete a session's record (retried: a delete is
+ * idempotent) and drop it from the session table. 0 or the last error,
+ * logged. Blocks on etcd. */
+int kf_session_forget(kf_sched *s, const char *id);
+
 /* ---- the daemon ---------------------------------------------------------- */
+
+typedef struct kf_leader kf_leader;
 
 typedef struct kf_sched {
     kf_sched_config cfg;
@@ -205,7 +248,62 @@ typedef struct kf_sched {
     kf_view *view;
     kf_session_table *sessions;
     kf_tenants *tenants; /* NULL: no tenancy, every caller is the anonymous tenant "" */
+    kf_leader *leader;
 } kf_sched;
+
+/* ---- leader.c: election; the leader's loops run on its thread ------------ */
+
+/* kf_leader_start - start the election thread: a lease of --leader-ttl kept
+ * alive by a keeper, a watch on KF_KEY_LEADER, a campaign whenever the key
+ * is free; while leader it runs the node-loss and reconcile loops every
+ * tick. Uses an etcd client of its own (so its calls never queue behind the
+ * handlers'). Returns at once; *out owned by the caller (kf_leader_free). */
+int kf_leader_start(kf_sched *s, kf_leader **out, kf_error *err);
+/* kf_leader_free - stop the thread; a leader resigns (deletes the key if it
+ * still holds it) and revokes its lease, so another replica takes over at
+ * once. Blocks up to one etcd request timeout. NULL-safe; returns NULL. */
+kf_leader *kf_leader_free(kf_leader *l);
+/* kf_leader_is - true while this replica holds the leader key on a live
+ * lease. Cleared at once when the lease is reported lost. Lock-free. */
+bool kf_leader_is(kf_leader *l);
+/* kf_leader_txn - kf_etcd_txn on the leader's client, fenced: the compare
+ * "leader key's create_revision == the one this term won with" is added in
+ * front of `cmps` (at most KF_ETCD_MAX_TXN_OPS - 1), so a deposed leader's
+ * write never lands. -ESTALE (FAILED_PRECONDITION) without running the txn
+ * when not leader; *ok false when any compare failed. */
+int kf_leader_txn(kf_leader *l, const kf_etcd_cmp *cmps, size_t n_cmps, const kf_etcd_op *ops,
+                  size_t n_ops, bool *ok, kf_error *err);
+/* kf_leader_txn_result - kf_leader_txn with the txn's result (the store
+ * revision after it, for a later compare on what it wrote). */
+int kf_leader_txn_result(kf_leader *l, const kf_etcd_cmp *cmps, size_t n_cmps, const kf_etcd_op *ops,
+                         size_t n_ops, bool *ok, kf_etcd_txn_result *out, kf_error *err);
+/* kf_leader_etcd - the leader's own etcd client (reads of the loops). */
+kf_etcd *kf_leader_etcd(kf_leader *l);
+
+/* ---- node_loss.c: sessions of a node gone past the grace become LOST ----- */
+
+typedef struct kf_node_loss kf_node_loss;
+kf_node_loss *kf_node_loss_new(void);
+kf_node_loss *kf_node_loss_free(kf_node_loss *nl);
+/* kf_node_loss_tick - one pass (leader thread only): notes nodes that hold
+ * live sessions but are not registered, and for each gone longer than
+ * --node-grace marks its sessions LOST with fenced txns (each also requires
+ * the node record to be absent and the session record unchanged). Blocks
+ * on etcd; returns the number of sessions marked, or a negative errno. */
+int kf_node_loss_tick(kf_sched *s, kf_node_loss *nl);
+
+/* ---- reconcile.c: session records vs what each agent holds -------------- */
+
+typedef struct kf_reconcile kf_reconcile;
+kf_reconcile *kf_reconcile_new(void);
+kf_reconcile *kf_reconcile_free(kf_reconcile *rc);
+/* kf_reconcile_tick - one pass (leader thread only) over the nodes that
+ * registered again since the last pass, or all of them every
+ * --reconcile-interval: sessions an agent holds whose record is LOST or
+ * missing are deleted on the agent; records whose session the agent no
+ * longer has (expired, vanished) are deleted. Blocks on etcd and agents
+ * (bounded timeouts). Returns 0 or a negative errno. */
+int kf_reconcile_tick(kf_sched *s, kf_reconcile *rc);
 
 /* auth.c: kf_sched_authenticate - the caller's tenant from its
  * `authorization: Bearer <token>` metadata. Without tenancy every caller

@@ -5,11 +5,13 @@
  * and removed by DeleteSession), plus local updates right after our own
  * commits so a client's next call never races the watch.
  *
+ * A record the leader marked LOST stays in the table with `lost` set
+ * (lost.c answers for it) until DeleteSession removes it.
+ *
  * A chained hash table under `mu`: lookups O(1) expected. The watch thread
  * writes; handler threads read. A miss asks etcd directly (a record written
  * by another scheduler replica that the watch has not delivered yet).
  */
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -18,6 +20,7 @@
 #include <time.h>
 
 #include "kf/log.h"
+#include "kf/util.h"
 #include "scheduler.h"
 
 #define NBUCKETS 4096 /* fixed in v0; resize when clusters hold millions of sessions */
@@ -88,50 +91,10 @@ static void clear_locked(kf_session_table *t) {
     t->n = 0;
 }
 
-/* A u64 written by create.c's add_u64: a number, or a decimal string past
- * 10^15. 0 when absent or malformed. */
-static uint64_t json_u64(const cJSON *v) {
-    if (cJSON_IsNumber(v) && v->valuedouble > 0)
-        return (uint64_t)v->valuedouble;
-    if (cJSON_IsString(v))
-        return strtoull(v->valuestring, NULL, 10);
-    return 0;
-}
-
-/* The node, tenant and memory limit of a session record; -EBADMSG if it
- * names no node (or a malformed tenant). A record without "tenant" (made
- * before tenancy) belongs to the anonymous tenant "". */
-int kf_session_record_parse(const char *value, size_t len, kf_session_ref *out) {
-    cJSON *j = cJSON_ParseWithLength(value, len);
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(j, "node");
-    const cJSON *tn = cJSON_GetObjectItemCaseSensitive(j, "tenant");
-    const cJSON *lim = cJSON_GetObjectItemCaseSensitive(j, "limits");
-    int rc = -EBADMSG;
-    *out = (kf_session_ref){0};
-    if (cJSON_IsString(n) && n->valuestring[0] && strlen(n->valuestring) < sizeof(out->node) &&
-        (!tn || (cJSON_IsString(tn) && strlen(tn->valuestring) < sizeof(out->tenant)))) {
-        snprintf(out->node, sizeof(out->node), "%s", n->valuestring);
-        if (tn)
-            snprintf(out->tenant, sizeof(out->tenant), "%s", tn->valuestring);
-        out->memory_bytes = json_u64(cJSON_GetObjectItemCaseSensitive(lim, "memory_bytes"));
-        if (!out->memory_bytes)
-            out->memory_bytes = KF_SCHED_DEFAULT_MEMORY;
-        out->cpu_millis = json_u64(cJSON_GetObjectItemCaseSensitive(lim, "cpu_millis"));
-        if (!out->cpu_millis)
-            out->cpu_millis = KF_SCHED_DEFAULT_CPU;
-        const cJSON *mv = cJSON_GetObjectItemCaseSensitive(j, "moving_to");
-        if (cJSON_IsString(mv))
-            snprintf(out->moving_to, sizeof(out->moving_to), "%s", mv->valuestring);
-        rc = 0;
-    }
-    cJSON_Delete(j);
-    return rc;
-}
-
 static void apply_put(kf_session_table *t, const kf_etcd_kv *kv) {
     kf_session_ref ref;
     const char *id = kv->key + strlen(KF_KEY_SESSIONS);
-    if (kf_session_record_parse(kv->value, kv->value_len, &ref) < 0) {
+    if (kf_session_parse_record(kv->value, kv->value_len, &ref) < 0) {
         kf_warn("malformed session record %s ignored", kv->key);
         return;
     }
@@ -170,25 +133,14 @@ int kf_session_table_start(kf_etcd *c, int wait_ms, kf_session_table **out, kf_e
         return kf_error_set(err, -ENOMEM, 0, "out of memory");
     t->etcd = c;
     pthread_mutex_init(&t->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    kf_cond_init_mono(&t->cv);
     int rc = kf_etcd_watch_prefix(c, KF_KEY_SESSIONS, KF_ETCD_WATCH_FROM_SNAPSHOT, false, on_watch,
                                   t, &t->watch, err);
     if (rc < 0) {
         kf_session_table_free(t);
         return rc;
     }
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += wait_ms / 1000;
-    dl.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = kf_mono_deadline(wait_ms);
     pthread_mutex_lock(&t->mu);
     while (!t->listed)
         if (pthread_cond_timedwait(&t->cv, &t->mu, &dl) == ETIMEDOUT)
@@ -226,12 +178,12 @@ int kf_session_table_lookup(kf_session_table *t, const char *id, kf_session_ref 
         return -ENOENT;
     if (kf_session_table_cached(t, id, out) == 0)
         return 0;
-    char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX];
-    snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
+    char key[KF_SESSION_KEY_MAX];
+    kf_session_key(key, id);
     kf_etcd_kv kv = {0};
     if (kf_etcd_get(t->etcd, key, strlen(key), &kv, NULL) < 0)
         return -ENOENT;
-    int rc = kf_session_record_parse(kv.value, kv.value_len, out) < 0 ? -ENOENT : 0;
+    int rc = kf_session_parse_record(kv.value, kv.value_len, out) < 0 ? -ENOENT : 0;
     kf_etcd_kv_done(&kv);
     return rc;
 }
@@ -242,7 +194,7 @@ void kf_session_table_usage(kf_session_table *t, const char *tenant, uint64_t *s
     pthread_mutex_lock(&t->mu);
     for (size_t i = 0; i < NBUCKETS; i++)
         for (const entry *e = t->b[i]; e; e = e->next)
-            if (!strcmp(e->ref.tenant, tenant)) {
+            if (!e->ref.lost && !strcmp(e->ref.tenant, tenant)) {
                 n++;
                 mem = mem + e->ref.memory_bytes < mem ? UINT64_MAX : mem + e->ref.memory_bytes;
             }
@@ -258,7 +210,7 @@ int kf_session_table_on_node(kf_session_table *t, const char *node, char (**ids)
     char(*a)[KF_SESSION_ID_MAX + 1] = calloc(t->n ? t->n : 1, sizeof(*a));
     for (size_t i = 0; a && i < NBUCKETS; i++)
         for (const entry *e = t->b[i]; e; e = e->next)
-            if (!strcmp(e->ref.node, node) && k < t->n)
+            if (!strcmp(e->ref.node, node) && !e->ref.lost && k < t->n)
                 memcpy(a[k++], e->id, sizeof(a[0]));
     pthread_mutex_unlock(&t->mu);
     if (!a)
@@ -278,4 +230,56 @@ void kf_session_table_remove(kf_session_table *t, const char *id) {
     pthread_mutex_lock(&t->mu);
     remove_locked(t, id);
     pthread_mutex_unlock(&t->mu);
+}
+
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(a, b);
+}
+
+int kf_session_table_nodes(kf_session_table *t, char (**out)[KF_PLACE_ID_MAX + 1], size_t *n) {
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&t->mu);
+    char(*names)[KF_PLACE_ID_MAX + 1] = calloc(t->n ? t->n : 1, sizeof(*names));
+    size_t k = 0;
+    if (names)
+        for (size_t i = 0; i < NBUCKETS; i++)
+            for (const entry *e = t->b[i]; e; e = e->next)
+                if (!e->ref.lost && k < t->n)
+                    memcpy(names[k++], e->ref.node, sizeof(names[0]));
+    pthread_mutex_unlock(&t->mu);
+    if (!names)
+        return -ENOMEM;
+    qsort(names, k, sizeof(names[0]), cmp_name);
+    size_t u = 0;
+    for (size_t i = 0; i < k; i++)
+        if (!u || strcmp(names[u - 1], names[i]))
+            memmove(names[u++], names[i], sizeof(names[0]));
+    *out = names;
+    *n = u;
+    return 0;
+}
+
+int kf_session_table_lost(kf_session_table *t, const char *tenant, kf_session_item **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&t->mu);
+    size_t k = 0, cap = 0;
+    for (size_t i = 0; i < NBUCKETS; i++)
+        for (const entry *e = t->b[i]; e; e = e->next)
+            cap += e->ref.lost && (!tenant || !strcmp(e->ref.tenant, tenant));
+    kf_session_item *items = calloc(cap ? cap : 1, sizeof(*items));
+    if (items)
+        for (size_t i = 0; i < NBUCKETS; i++)
+            for (const entry *e = t->b[i]; e; e = e->next)
+                if (e->ref.lost && (!tenant || !strcmp(e->ref.tenant, tenant)) && k < cap) {
+                    memcpy(items[k].id, e->id, sizeof(items[k].id));
+                    items[k++].ref = e->ref;
+                }
+    pthread_mutex_unlock(&t->mu);
+    if (!items)
+        return -ENOMEM;
+    *out = items;
+    *n = k;
+    return 0;
 }

@@ -403,11 +403,7 @@ int kf_view_start(kf_etcd *c, const kf_sched_config *cfg, int wait_ms, kf_view *
     v->etcd = c;
     pthread_mutex_init(&v->mu, NULL);
     pthread_mutex_init(&v->chan_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&v->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    kf_cond_init_mono(&v->cv);
     kf_place_policy pol = {.mode = cfg->policy, .warm_bonus = 0, .tie_seed = 0};
     int rc = kf_placement_new(&v->place, &pol);
     if (rc < 0) {
@@ -423,14 +419,7 @@ int kf_view_start(kf_etcd *c, const kf_sched_config *cfg, int wait_ms, kf_view *
             return rc;
         }
     }
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += wait_ms / 1000;
-    dl.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = kf_mono_deadline(wait_ms);
     pthread_mutex_lock(&v->mu);
     while (!(v->listed[K_NODES] && v->listed[K_USAGE] && v->listed[K_ADMIN]))
         if (pthread_cond_timedwait(&v->cv, &v->mu, &dl) == ETIMEDOUT)

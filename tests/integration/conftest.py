@@ -1,6 +1,8 @@
 """Fixtures for the integration suite: one shared agent per module, plus
-helpers to make fresh sessions that are deleted afterwards, and a real etcd
-per module for the cluster tests (a module may define its own)."""
+helpers to make fresh sessions that are deleted afterwards, a real etcd
+per module for the cluster tests (a module may define its own), and three
+network namespace "hosts" and an etcd they reach, for the multi-host
+tests."""
 import os
 import sys
 
@@ -42,3 +44,32 @@ def etcd():
     e = h.Etcd().start()
     yield e
     e.close()
+
+
+NETNS_HOSTS = 3
+
+
+@pytest.fixture(scope="module")
+def netns_hosts():
+    """NETNS_HOSTS hosts, each a network namespace on a private bridge
+    (kfleet_harness.NetnsHosts); skips without root, ip/nsenter or etcd."""
+    reason = h.netns_available()
+    if reason:
+        pytest.skip(reason)
+    if not os.access(h.Etcd.BIN, os.X_OK):
+        pytest.skip("etcd is not installed")
+    hs = h.NetnsHosts(NETNS_HOSTS).start()
+    try:
+        yield hs
+    finally:
+        hs.close()
+
+
+@pytest.fixture(scope="module")
+def netns_etcd(netns_hosts):
+    """An etcd the netns hosts reach at the root namespace's bridge address."""
+    e = h.NetnsEtcd(netns_hosts.root_addr).start()
+    try:
+        yield e
+    finally:
+        e.close()

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 import kfleet_harness as h
+from kfleet_harness import delete_all, eventually
 
 TTL = 2
 MiB = 1 << 20
@@ -22,26 +23,14 @@ NODES = tuple(f"mh-{i}" for i in range(N))
 
 
 @pytest.fixture(scope="module")
-def hosts():
-    reason = h.netns_available()
-    if reason:
-        pytest.skip(reason)
-    if not os.access(h.Etcd.BIN, os.X_OK):
-        pytest.skip("etcd is not installed")
-    hs = h.NetnsHosts(N).start()
-    try:
-        yield hs
-    finally:
-        hs.close()
+def hosts(netns_hosts):
+    assert netns_hosts.n == N
+    return netns_hosts
 
 
 @pytest.fixture(scope="module")
-def etcd(hosts):
-    e = h.NetnsEtcd(hosts.root_addr).start()
-    try:
-        yield e
-    finally:
-        e.close()
+def etcd(netns_etcd):
+    return netns_etcd
 
 
 def node_up(etcd, name):
@@ -62,7 +51,9 @@ def cluster(hosts, etcd):
             assert etcd.wait_for(lambda: node_up(etcd, a.name), timeout=15), a.logs()[-3000:]
             rec = etcd.get_json("/kfleet/nodes/" + a.name)
             assert rec["address"] == a.tcp, rec
-        sched = h.Scheduler(etcd.url)
+        # a long --node-grace: this file tests a node back within the grace
+        # (its sessions survive); test_failover.py tests nodes declared lost
+        sched = h.Scheduler(etcd.url, extra=["--node-grace", "600"])
         sched.start()
         yield {"agents": agents, "sched": sched, "hosts": hosts}
         rc, logs = sched.close()
@@ -85,14 +76,6 @@ def create(client, **kw):
     return client.create(**kw)
 
 
-def delete_all(sc, sessions):
-    for s in sessions:
-        try:
-            sc.delete(s.id)
-        except grpc.RpcError:
-            pass
-
-
 def usage(etcd):
     return {n: (etcd.get_json("/kfleet/usage/" + n) or {}).get("sessions") for n in NODES}
 
@@ -109,19 +92,6 @@ def settle(etcd, timeout=10):
     etcd.wait_for(lambda: set(usage(etcd).values()) == {0}, timeout=timeout)
     time.sleep(0.5)
     return usage(etcd)
-
-
-def eventually(fn, timeout=30, step=0.25):
-    """fn() until it stops raising grpc.RpcError; returns its value or
-    re-raises the last error when the time is up."""
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return fn()
-        except grpc.RpcError:
-            if time.time() > deadline:
-                raise
-            time.sleep(step)
 
 
 def test_sessions_spread_over_hosts_and_route(cluster, sc, etcd):

@@ -37,7 +37,10 @@ def cluster(etcd):
             a.start()
         for a in agents:
             assert etcd.wait_for(lambda: etcd.get("/kfleet/nodes/" + a.name), timeout=15), a.logs()[-3000:]
-        sched = h.Scheduler(etcd.url, extra=["--listen-tcp", f"127.0.0.1:{h.free_port()}"]).start()
+        # a long --node-grace: a stopped node's sessions stay (UNAVAILABLE, not
+        # LOST) for these tests; test_failover.py tests nodes declared lost
+        sched = h.Scheduler(etcd.url, extra=["--listen-tcp", f"127.0.0.1:{h.free_port()}",
+                                             "--node-grace", "600"]).start()
         yield {n: a for n, a in zip(NODES, agents)}, sched
         rc, logs = sched.close()
         # a clean stop: exit 0, no sanitizer report (leaks included)

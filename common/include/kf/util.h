@@ -3,15 +3,24 @@
 #ifndef KF_UTIL_H
 #define KF_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* Monotonic milliseconds / microseconds (CLOCK_MONOTONIC). */
 int64_t kf_mono_ms(void);
 int64_t kf_mono_us(void);
 /* Wall-clock milliseconds since the epoch. */
 int64_t kf_unix_ms(void);
+
+/* kf_cond_init_mono - init a condition variable whose timed waits count
+ * CLOCK_MONOTONIC (immune to wall-clock jumps). 0 or a negative errno. */
+int kf_cond_init_mono(pthread_cond_t *cv);
+/* kf_mono_deadline - the CLOCK_MONOTONIC instant `ms` from now, for
+ * pthread_cond_timedwait on a kf_cond_init_mono condition. */
+struct timespec kf_mono_deadline(int64_t ms);
 
 /* kf_random_id - `prefix` followed by `nhex` random lowercase hex digits
  * (getrandom). Writes at most `size` bytes including the NUL. Returns 0 or
