@@ -17,6 +17,14 @@
 int kf_volume_create(const char *image, uint64_t bytes, uint64_t inodes, uid_t uid, gid_t gid,
                      kf_error *err);
 
+/* kf_volume_fsck - check and repair an image that came from elsewhere
+ * before it is mounted (e2fsck -f -p, posix_spawn, blocking; tens of ms
+ * for a mostly empty image). Fixed problems are fine (e2fsck recreates a
+ * missing lost+found as root 0700); problems e2fsck cannot fix in preen
+ * mode are -EUCLEAN, INVALID_ARGUMENT "volume image is damaged: ...".
+ * Without e2fsck on the host it does nothing and returns 0. */
+int kf_volume_fsck(const char *image, kf_error *err);
+
 /* kf_volume_mount - attach the image to a free loop device (LOOP_CONFIGURE,
  * autoclear, O_CLOEXEC fds) and mount it ext4 nosuid,nodev at mountpoint. */
 int kf_volume_mount(const char *image, const char *mountpoint, kf_error *err);
