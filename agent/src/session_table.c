@@ -41,6 +41,7 @@ const char *kf_session_state_name(kf_session_state st) {
     case KF_SS_RESTARTING: return "restarting";
     case KF_SS_DELETING: return "deleting";
     case KF_SS_EXPIRED: return "expired";
+    case KF_SS_EXPORTED: return "being moved to another node";
     }
     return "unknown";
 }
@@ -216,7 +217,7 @@ int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err) {
     return r;
 }
 
-kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {
+static kf_session *lookup(kf_agent *a, const char *id, int exported_too, kf_error *err) {
     if (!kf_session_id_valid(id)) {
         kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
                      "session id '%.64s' is malformed (expected letters, digits, '-', '_')", id);
@@ -227,6 +228,12 @@ kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {
     size_t i = find_index(a, id, &found);
     if (found) {
         kf_session *s = a->sessions[i];
+        if (s->state == KF_SS_EXPORTED && !exported_too) {
+            kf_error_set(err, -EAGAIN, KF_ST_UNAVAILABLE, "session %s is being moved to another node (%s)",
+                         id, s->move_reason[0] ? s->move_reason : "no reason given");
+            pthread_mutex_unlock(&a->table_lock);
+            return NULL;
+        }
         s->refs++;
         pthread_mutex_unlock(&a->table_lock);
         return s;
@@ -234,7 +241,10 @@ kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {
     for (size_t k = 0; k < KF_TOMBSTONES; k++) {
         kf_tombstone *t = &a->tombstones[k];
         if (t->id[0] && !strcmp(t->id, id)) {
-            kf_error_set(err, -ESTALE, KF_ST_FAILED_PRECONDITION, "session %s %s", id, t->reason);
+            if (!strncmp(t->reason, KF_TOMB_MOVED_PREFIX, strlen(KF_TOMB_MOVED_PREFIX)))
+                kf_error_set(err, -ENOENT, KF_ST_NOT_FOUND, "session %s %s", id, t->reason);
+            else
+                kf_error_set(err, -ESTALE, KF_ST_FAILED_PRECONDITION, "session %s %s", id, t->reason);
             pthread_mutex_unlock(&a->table_lock);
             return NULL;
         }
@@ -242,6 +252,14 @@ kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {
     pthread_mutex_unlock(&a->table_lock);
     kf_error_set(err, -ENOENT, KF_ST_NOT_FOUND, "no session %s on this node", id);
     return NULL;
+}
+
+kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {
+    return lookup(a, id, 0, err);
+}
+
+kf_session *kf_agent_lookup_any(kf_agent *a, const char *id, kf_error *err) {
+    return lookup(a, id, 1, err);
 }
 
 void kf_agent_tombstone_load(kf_agent *a, const char *id, const char *reason, int64_t when_ms) {
