@@ -31,6 +31,7 @@ static void image_to_pb(const kf_session_image *h, Kfleet__V1__SessionImage *pb,
     pb->tenant = (char *)h->tenant;
     pb->created_unix_ms = h->created_ms;
     pb->image_bytes = h->image_bytes;
+    pb->data_bytes = h->data_bytes;
     pb->execution_count = h->exec_count;
     pb->from_node = (char *)h->from_node;
 }
@@ -50,6 +51,7 @@ static int image_from_pb(const Kfleet__V1__SessionImage *pb, kf_session_image *h
     kf_svc_limits_from_pb(pb->limits, &h->limits);
     h->created_ms = pb->created_unix_ms;
     h->image_bytes = pb->image_bytes;
+    h->data_bytes = pb->data_bytes;
     h->exec_count = pb->execution_count;
     return 0;
 }

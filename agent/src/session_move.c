@@ -39,7 +39,9 @@ struct kf_import {
     kf_session *s;      /* not in the index yet */
     int fd;             /* the image being written */
     uint64_t image_bytes;
+    uint64_t data_bytes; /* promised by the header */
     uint64_t written;
+    uint64_t next;       /* the lowest offset the next piece may start at */
     char from_node[KF_NODE_NAME_MAX + 1];
 };
 
@@ -157,15 +159,25 @@ int kf_move_export_begin(kf_agent *a, const char *id, const char *reason, int fo
     kf_info("session %s exported%s (%s)", id, st == KF_SS_READY || force ? "" : " again",
             s->move_reason[0] ? s->move_reason : "no reason given");
 
-    uint64_t size;
+    uint64_t size, data = 0, start, stop;
     if ((r = open_image(a, s, img_fd, &size, err)) < 0)
         goto fail;
+    /* The stream's length goes ahead of it (two lseeks per extent). */
+    for (uint64_t off = 0; (r = kf_volume_data_extent(*img_fd, off, size, &start, &stop)) == 0; off = stop)
+        data += stop - start;
+    if (r != -ENXIO) {
+        close(*img_fd);
+        *img_fd = -1;
+        kf_error_set(err, r, KF_ST_INTERNAL, "session %s: looking for data in its volume image", id);
+        goto fail;
+    }
     memset(hdr, 0, sizeof(*hdr));
     snprintf(hdr->id, sizeof(hdr->id), "%s", s->id);
     snprintf(hdr->tenant, sizeof(hdr->tenant), "%s", s->tenant);
     hdr->limits = s->limits;
     hdr->created_ms = s->created_ms;
     hdr->image_bytes = size;
+    hdr->data_bytes = data;
     hdr->exec_count = s->exec_count;
     snprintf(hdr->from_node, sizeof(hdr->from_node), "%s", a->cfg.node_name);
     *out = s;
@@ -216,6 +228,10 @@ int kf_move_import_begin(kf_agent *a, const kf_session_image *hdr, const char *n
         return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
                             "header.image_bytes = %llu: this node takes volumes of 1 to %llu bytes",
                             (unsigned long long)hdr->image_bytes, (unsigned long long)a->cfg.max.disk_bytes);
+    if (hdr->data_bytes > hdr->image_bytes)
+        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
+                            "header.data_bytes = %llu is more than header.image_bytes = %llu",
+                            (unsigned long long)hdr->data_bytes, (unsigned long long)hdr->image_bytes);
     kf_limits l;
     if ((r = kf_limits_resolve(&a->cfg, &hdr->limits, &l, err)) < 0)
         return r;
@@ -235,6 +251,7 @@ int kf_move_import_begin(kf_agent *a, const kf_session_image *hdr, const char *n
     }
     im->fd = -1;
     im->image_bytes = hdr->image_bytes;
+    im->data_bytes = hdr->data_bytes;
     snprintf(im->from_node, sizeof(im->from_node), "%s", hdr->from_node);
     if (kf_random_id(s->sbid, sizeof(s->sbid), "sb-", 12) < 0 || kf_agent_slot_alloc(a, &s->slot) < 0) {
         free(im);
@@ -283,10 +300,14 @@ int kf_move_import_write(kf_import *im, uint64_t offset, const void *data, size_
         return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
                             "image piece at offset %llu (%zu bytes) lies past the image's end (%llu bytes)",
                             (unsigned long long)offset, len, (unsigned long long)im->image_bytes);
-    if (len > im->image_bytes - im->written)
+    if (offset < im->next)
         return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
-                            "more image data than the image's %llu bytes",
-                            (unsigned long long)im->image_bytes);
+                            "image piece at offset %llu overlaps or precedes the previous one (ending at %llu)",
+                            (unsigned long long)offset, (unsigned long long)im->next);
+    if (len > im->data_bytes - im->written)
+        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
+                            "more image data than the header's data_bytes = %llu",
+                            (unsigned long long)im->data_bytes);
     const char *p = data;
     size_t left = len;
     off_t at = (off_t)offset;
@@ -305,6 +326,7 @@ int kf_move_import_write(kf_import *im, uint64_t offset, const void *data, size_
         left -= (size_t)w;
     }
     im->written += len;
+    im->next = offset + len;
     return 0;
 }
 
@@ -316,6 +338,11 @@ int kf_move_import_finish(kf_agent *a, kf_import *im, kf_session **out, kf_error
     close(im->fd);
     im->fd = -1;
     int r;
+    if (im->written != im->data_bytes) {
+        r = kf_error_set(err, -EPIPE, KF_ST_INVALID_ARGUMENT, "the image stream ended after %llu of %llu bytes",
+                         (unsigned long long)im->written, (unsigned long long)im->data_bytes);
+        goto fail;
+    }
     if ((r = kf_volume_fsck(img, err)) < 0 || (r = kf_volume_mount(img, data, err)) < 0)
         goto fail;
     /* e2fsck makes a lost+found (root, 0700) when the image has none, as a

@@ -29,6 +29,7 @@ typedef struct kf_session_image {
     kf_limits limits;
     int64_t created_ms;
     uint64_t image_bytes;
+    uint64_t data_bytes; /* what the extents add up to: the stream's length */
     uint32_t exec_count;
     char from_node[KF_NODE_NAME_MAX + 1];
 } kf_session_image;
@@ -58,10 +59,13 @@ typedef struct kf_import kf_import;
 int kf_move_import_begin(kf_agent *a, const kf_session_image *hdr, const char *notice, kf_import **out,
                          kf_error *err);
 /* kf_move_import_write - one piece of the image: 1..KF_IMPORT_PIECE_MAX
- * bytes within the image, at most image_bytes written in all
- * (INVALID_ARGUMENT otherwise; RESOURCE_EXHAUSTED when the disk is full). */
+ * bytes within the image, after the previous piece (no overlap), at most
+ * data_bytes written in all (INVALID_ARGUMENT otherwise; RESOURCE_EXHAUSTED
+ * when the disk is full). */
 int kf_move_import_write(kf_import *im, uint64_t offset, const void *data, size_t len, kf_error *err);
-/* kf_move_import_finish - check the image (e2fsck), mount it, give every
+/* kf_move_import_finish - check that all data_bytes arrived (else
+ * INVALID_ARGUMENT "the image stream ended after X of Y bytes"), check the
+ * image (e2fsck), mount it, give every
  * inode to the new session's uid, start a sandbox on it and put the
  * session in the index, READY, with the notice for its next Execute.
  * Consumes im: on failure nothing of it is left. On success *out is
