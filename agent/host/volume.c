@@ -16,6 +16,7 @@
 #include "kf/log.h"
 #include "kf/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -294,6 +295,43 @@ int kf_volume_umount(const char *mountpoint, kf_error *err) {
             return 0;
     }
     return kf_error_set(err, -errno, 0, "cannot unmount %s: %m", mountpoint);
+}
+
+/* 1 if a loop device is backed by the file at `real` (a canonical path). */
+static int loop_backed(const char *real) {
+    _cleanup_closedir_ DIR *d = opendir("/sys/block");
+    if (!d)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "loop", 4) != 0)
+            continue;
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "/sys/block/%.32s/loop/backing_file", de->d_name);
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+        if (kf_read_file(p, PATH_MAX + 16, &buf, &len) < 0)
+            continue;
+        while (len && buf[len - 1] == '\n')
+            buf[--len] = '\0';
+        if (!strcmp(buf, real))
+            return 1;
+    }
+    return 0;
+}
+
+int kf_volume_wait_detached(const char *image, int timeout_ms, kf_error *err) {
+    char real[PATH_MAX];
+    if (!realpath(image, real))
+        return kf_error_set(err, -errno, 0, "volume image %s: %m", image);
+    int64_t deadline = kf_mono_ms() + timeout_ms;
+    while (loop_backed(real)) {
+        if (kf_mono_ms() >= deadline)
+            return kf_error_set(err, -EBUSY, KF_ST_UNAVAILABLE,
+                                "volume image %s is still attached to a loop device; retry shortly", image);
+        usleep(10000);
+    }
+    return 0;
 }
 
 int kf_volume_is_mounted(const char *mountpoint) {

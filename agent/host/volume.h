@@ -32,6 +32,13 @@ int kf_volume_mount(const char *image, const char *mountpoint, kf_error *err);
 /* kf_volume_umount - unmount (lazy if busy). 0 if it was not mounted. */
 int kf_volume_umount(const char *mountpoint, kf_error *err);
 
+/* kf_volume_wait_detached - wait (polling, up to timeout_ms) until no loop
+ * device is backed by `image` any more: after a lazy unmount, or while an
+ * autoclear detach is still under way, the file system may still write to
+ * the image. 0 once free, -EBUSY (UNAVAILABLE) if still attached. Cost:
+ * one sysfs read per loop device per poll. */
+int kf_volume_wait_detached(const char *image, int timeout_ms, kf_error *err);
+
 /* kf_volume_is_mounted - 1 if a file system is mounted exactly at path. */
 int kf_volume_is_mounted(const char *mountpoint);
 

@@ -112,8 +112,10 @@ int kf_move_export_begin(kf_agent *a, const char *id, const char *reason, int fo
         pthread_mutex_unlock(&a->table_lock);
         if (st != KF_SS_EXPORTED && !take) {
             r = kf_error_set(err, -EBUSY, KF_ST_FAILED_PRECONDITION,
-                             st == KF_SS_BUSY ? "session %s is executing (force stops the execution)"
-                                              : "session %s is %s",
+                             /* READY with the lock held: an execution starting */
+                             st == KF_SS_BUSY || st == KF_SS_READY
+                                 ? "session %s is executing (force stops the execution)"
+                                 : "session %s is %s",
                              id, kf_session_state_name(st));
             kf_session_unref(a, s);
             return r;
@@ -159,6 +161,12 @@ int kf_move_export_begin(kf_agent *a, const char *id, const char *reason, int fo
     kf_info("session %s exported%s (%s)", id, st == KF_SS_READY || force ? "" : " again",
             s->move_reason[0] ? s->move_reason : "no reason given");
 
+    /* The image must be at rest before it is read: nothing may still
+     * write to it through a loop device (a lazy unmount). */
+    char img[256];
+    kf_sandbox_paths(a, s, "volume.img", img, sizeof(img));
+    if ((r = kf_volume_wait_detached(img, 5000, err)) < 0)
+        goto fail;
     uint64_t size, data = 0, start, stop;
     if ((r = open_image(a, s, img_fd, &size, err)) < 0)
         goto fail;
@@ -447,7 +455,11 @@ int kf_move_resume(kf_agent *a, const char *id, const char *notice, kf_session *
         return kf_error_set(err, -EBUSY, KF_ST_FAILED_PRECONDITION, "session %s is %s; it cannot be resumed",
                             id, kf_session_state_name(st));
     }
-    if ((r = kf_sandbox_start_kept(a, s, err)) < 0) {
+    /* Never two mounts of one ext4 image: an old one lazily detached must
+     * be gone before the image is mounted again. */
+    char img[256];
+    kf_sandbox_paths(a, s, "volume.img", img, sizeof(img));
+    if ((r = kf_volume_wait_detached(img, 5000, err)) < 0 || (r = kf_sandbox_start_kept(a, s, err)) < 0) {
         pthread_mutex_unlock(&s->lock);
         kf_session_unref(a, s);
         return kf_error_wrap(err, "resuming session %s (it stays exported)", id);
