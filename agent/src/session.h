@@ -149,6 +149,12 @@ void kf_agent_usage(kf_agent *a, kf_node_usage *u);
  * session or the tombstone's reason. Advisory: kf_agent_insert is the
  * authority when two creates race for one id. */
 int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err);
+/* kf_agent_id_check_import - the same for a session moving (back) here: a
+ * tombstone saying it moved away from this node does not hold it up. */
+int kf_agent_id_check_import(kf_agent *a, const char *id, kf_error *err);
+/* kf_agent_tombstone_forget_moved - drop the "moved to" tombstone of id
+ * (in memory; kf_store_tombstone_forget removes the file) once it is back. */
+void kf_agent_tombstone_forget_moved(kf_agent *a, const char *id);
 
 /* kf_tenant_valid - 0-63 of [A-Za-z0-9._@-]. */
 int kf_tenant_valid(const char *tenant);
@@ -214,6 +220,7 @@ int kf_store_save(kf_agent *a, kf_session *s);
 /* kf_store_recover - re-adopt every sandbox found under state_dir. */
 int kf_store_recover(kf_agent *a);
 int kf_store_tombstone(kf_agent *a, const char *id, const char *reason);
+void kf_store_tombstone_forget(kf_agent *a, const char *id);
 
 /* Pool (pool.c). */
 kf_session *kf_pool_claim(kf_agent *a, const kf_limits *l);

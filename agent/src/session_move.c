@@ -223,7 +223,7 @@ void kf_move_import_abort(kf_agent *a, kf_import *im) {
 int kf_move_import_begin(kf_agent *a, const kf_session_image *hdr, const char *notice, kf_import **out,
                          kf_error *err) {
     int r;
-    if ((r = kf_agent_id_check(a, hdr->id, err)) < 0)
+    if ((r = kf_agent_id_check_import(a, hdr->id, err)) < 0)
         return r;
     if (!kf_tenant_valid(hdr->tenant))
         return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
@@ -376,6 +376,9 @@ int kf_move_import_finish(kf_agent *a, kf_import *im, kf_session **out, kf_error
     pthread_mutex_lock(&a->table_lock);
     s->create_seq = ++a->creates_total;
     pthread_mutex_unlock(&a->table_lock);
+    /* back on a node it once left: it is no longer "moved to node X" here */
+    kf_agent_tombstone_forget_moved(a, s->id);
+    kf_store_tombstone_forget(a, s->id);
     kf_info("session %s imported from node %s (sandbox %s, %llu bytes of image data)", s->id,
             im->from_node[0] ? im->from_node : "?", s->sbid, (unsigned long long)im->written);
     im->s = NULL;

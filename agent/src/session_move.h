@@ -53,7 +53,7 @@ void kf_move_export_end(kf_agent *a, kf_session *s);
 typedef struct kf_import kf_import;
 
 /* kf_move_import_begin - check the header (id well formed and new here,
- * tenant, limits, image_bytes = disk_bytes <= the node's maximum disk,
+ * or a session that once moved away from here and comes back), tenant, limits, image_bytes = disk_bytes <= the node's maximum disk,
  * notice text) and create the empty sparse image. *out owned by the
  * caller until import_finish or import_abort. */
 int kf_move_import_begin(kf_agent *a, const kf_session_image *hdr, const char *notice, kf_import **out,

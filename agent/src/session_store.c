@@ -99,6 +99,12 @@ int kf_store_tombstone(kf_agent *a, const char *id, const char *reason) {
     return kf_write_file_atomic(path, reason, strlen(reason), 0600, 0);
 }
 
+void kf_store_tombstone_forget(kf_agent *a, const char *id) {
+    char path[512];
+    snprintf(path, sizeof(path), "%s/tombstones/%s", a->cfg.state_dir, id);
+    unlink(path);
+}
+
 static void load_tombstones(kf_agent *a) {
     char dir[300];
     snprintf(dir, sizeof(dir), "%s/tombstones", a->cfg.state_dir);

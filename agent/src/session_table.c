@@ -196,7 +196,11 @@ int kf_tenant_valid(const char *tenant) {
     return 1;
 }
 
-int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err) {
+static int moved_away(const kf_tombstone *t) {
+    return !strncmp(t->reason, KF_TOMB_MOVED_PREFIX, strlen(KF_TOMB_MOVED_PREFIX));
+}
+
+static int id_check(kf_agent *a, const char *id, int coming_back, kf_error *err) {
     if (!kf_session_id_valid(id))
         return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
                             "session id '%.64s' is malformed (1-%d of a-z, 0-9, '-', '_')", id,
@@ -209,7 +213,7 @@ int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err) {
         r = kf_error_set(err, -EEXIST, KF_ST_ALREADY_EXISTS, "session %s already exists on this node", id);
     for (size_t k = 0; !r && k < KF_TOMBSTONES; k++) {
         kf_tombstone *t = &a->tombstones[k];
-        if (t->id[0] && !strcmp(t->id, id))
+        if (t->id[0] && !strcmp(t->id, id) && !(coming_back && moved_away(t)))
             r = kf_error_set(err, -EEXIST, KF_ST_ALREADY_EXISTS,
                              "session id %s was used on this node (it %s)", id, t->reason);
     }
@@ -241,7 +245,7 @@ static kf_session *lookup(kf_agent *a, const char *id, int exported_too, kf_erro
     for (size_t k = 0; k < KF_TOMBSTONES; k++) {
         kf_tombstone *t = &a->tombstones[k];
         if (t->id[0] && !strcmp(t->id, id)) {
-            if (!strncmp(t->reason, KF_TOMB_MOVED_PREFIX, strlen(KF_TOMB_MOVED_PREFIX)))
+            if (moved_away(t))
                 kf_error_set(err, -ENOENT, KF_ST_NOT_FOUND, "session %s %s", id, t->reason);
             else
                 kf_error_set(err, -ESTALE, KF_ST_FAILED_PRECONDITION, "session %s %s", id, t->reason);
@@ -252,6 +256,20 @@ static kf_session *lookup(kf_agent *a, const char *id, int exported_too, kf_erro
     pthread_mutex_unlock(&a->table_lock);
     kf_error_set(err, -ENOENT, KF_ST_NOT_FOUND, "no session %s on this node", id);
     return NULL;
+}
+
+int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err) { return id_check(a, id, 0, err); }
+
+int kf_agent_id_check_import(kf_agent *a, const char *id, kf_error *err) { return id_check(a, id, 1, err); }
+
+void kf_agent_tombstone_forget_moved(kf_agent *a, const char *id) {
+    pthread_mutex_lock(&a->table_lock);
+    for (size_t k = 0; k < KF_TOMBSTONES; k++) {
+        kf_tombstone *t = &a->tombstones[k];
+        if (t->id[0] && !strcmp(t->id, id) && moved_away(t))
+            memset(t, 0, sizeof(*t));
+    }
+    pthread_mutex_unlock(&a->table_lock);
 }
 
 kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {

@@ -6,7 +6,8 @@ session; the kernel starts anew and says so once; only data extents
 travel. Also: a busy session needs force; a broken import leaves nothing
 on B and the session EXPORTED on A, which survives an agent restart and
 resumes; malformed imports are refused; a planted symlink does not lead
-the ownership walk off the volume."""
+the ownership walk off the volume; a moved session can come back to the
+node it left."""
 import json
 import os
 import shutil
@@ -211,11 +212,28 @@ def test_move_keeps_files_and_gives_them_to_the_new_session(agents, canary):
             (0, 0, new.st_mode)
 
     # A: the id says where it went; nothing of it is left there
+    assert sid not in [x.id for x in ca.list()]
     e = rpc_error(lambda: ca.get(sid))
     assert e.code() == grpc.StatusCode.NOT_FOUND and "moved to node node-b" in e.details()
     assert sandbox_dirs(a) == [] and mounts_under(a) == []
     release(a, sid, "node-b")  # idempotent
-    cb.delete(sid)
+
+    # B cannot take the id a second time
+    pb, stub = agent_stub(b)
+    e = rpc_error(lambda: stub.ImportSession(iter([pb.ImportChunk(header=hdr)]), timeout=60))
+    assert e.code() == grpc.StatusCode.ALREADY_EXISTS
+
+    # and the session can come back to A, which it once left
+    files_b = json.loads(cb.run(sid, MANIFEST))
+    back, _ = move(b, a, sid, notice="back on node-a")
+    release(b, sid, "node-a")
+    assert back.node == "node-a"
+    r = ca.execute(sid, MANIFEST)
+    assert r.notices() == ["back on node-a"] and json.loads(r.stdout) == files_b
+    assert json.loads(ca.run(sid, OWNERS)) == []
+    e = rpc_error(lambda: cb.get(sid))
+    assert e.code() == grpc.StatusCode.NOT_FOUND and "moved to node node-a" in e.details()
+    ca.delete(sid)
 
 
 def test_export_of_a_busy_session_needs_force(agents):
