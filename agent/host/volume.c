@@ -16,6 +16,7 @@
 #include "kf/log.h"
 #include "kf/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -35,11 +36,13 @@
 #define LOOP_ATTEMPTS 64
 
 static const char *const mkfs_paths[] = {"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"};
+static const char *const fsck_paths[] = {"/usr/sbin/e2fsck", "/sbin/e2fsck"};
 
 /* Run argv[0] (an absolute path) with a fixed environment, stdin/stdout on
  * /dev/null, stderr captured into errbuf. Blocks until the child exits.
- * Returns 0 if it exited 0, -EIO with its stderr otherwise. */
-static int run_capture(char *const argv[], char *errbuf, size_t errsize) {
+ * Returns 0 if it exited 0, -EIO with its stderr otherwise; *exit_code
+ * (may be NULL) gets its exit status, -1 if a signal killed it. */
+static int run_capture(char *const argv[], char *errbuf, size_t errsize, int *exit_code) {
     static char *const envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL};
     errbuf[0] = '\0';
     int p[2];
@@ -103,6 +106,8 @@ static int run_capture(char *const argv[], char *errbuf, size_t errsize) {
         if (errno != EINTR)
             return -errno;
     }
+    if (exit_code)
+        *exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
         return 0;
     if (!errbuf[0])
@@ -160,12 +165,30 @@ int kf_volume_create(const char *image, uint64_t bytes, uint64_t inodes, uid_t u
     argv[a] = NULL;
 
     char out[MKFS_STDERR_MAX];
-    int r = run_capture(argv, out, sizeof(out));
+    int r = run_capture(argv, out, sizeof(out), NULL);
     if (r < 0) {
         unlink(image);
         return kf_error_set(err, r, KF_ST_INTERNAL, "mkfs.ext4 %s failed: %s", image, out);
     }
     return 0;
+}
+
+int kf_volume_fsck(const char *image, kf_error *err) {
+    const char *fsck = NULL;
+    for (size_t i = 0; i < KF_ARRAY_SIZE(fsck_paths) && !fsck; i++)
+        if (access(fsck_paths[i], X_OK) == 0)
+            fsck = fsck_paths[i];
+    if (!fsck)
+        return 0;
+    /* -f: the image says it is clean, but it came from another node; -p:
+     * fix what is safe to fix, without questions. Exit 0 = clean, 1 =
+     * fixed; anything else is damage we do not mount. */
+    char *argv[] = {(char *)fsck, "-f", "-p", (char *)image, NULL};
+    char out[MKFS_STDERR_MAX];
+    int code = -1;
+    if (run_capture(argv, out, sizeof(out), &code) == 0 || code == 1)
+        return 0;
+    return kf_error_set(err, -EUCLEAN, KF_ST_INVALID_ARGUMENT, "volume image is damaged: %s", out);
 }
 
 /* Claim a free loop device for imgfd (autoclear). On success *loopfd is the
@@ -272,6 +295,43 @@ int kf_volume_umount(const char *mountpoint, kf_error *err) {
             return 0;
     }
     return kf_error_set(err, -errno, 0, "cannot unmount %s: %m", mountpoint);
+}
+
+/* 1 if a loop device is backed by the file at `real` (a canonical path). */
+static int loop_backed(const char *real) {
+    _cleanup_closedir_ DIR *d = opendir("/sys/block");
+    if (!d)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "loop", 4) != 0)
+            continue;
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "/sys/block/%.32s/loop/backing_file", de->d_name);
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+        if (kf_read_file(p, PATH_MAX + 16, &buf, &len) < 0)
+            continue;
+        while (len && buf[len - 1] == '\n')
+            buf[--len] = '\0';
+        if (!strcmp(buf, real))
+            return 1;
+    }
+    return 0;
+}
+
+int kf_volume_wait_detached(const char *image, int timeout_ms, kf_error *err) {
+    char real[PATH_MAX];
+    if (!realpath(image, real))
+        return kf_error_set(err, -errno, 0, "volume image %s: %m", image);
+    int64_t deadline = kf_mono_ms() + timeout_ms;
+    while (loop_backed(real)) {
+        if (kf_mono_ms() >= deadline)
+            return kf_error_set(err, -EBUSY, KF_ST_UNAVAILABLE,
+                                "volume image %s is still attached to a loop device; retry shortly", image);
+        usleep(10000);
+    }
+    return 0;
 }
 
 int kf_volume_is_mounted(const char *mountpoint) {

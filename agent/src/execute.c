@@ -245,6 +245,7 @@ int kf_exec_run(kf_agent *a, kf_session *s, const char *code, size_t len, uint32
     if (s->notice[0]) {
         emit_notice(&x, s->notice);
         s->notice[0] = '\0';
+        kf_store_save(a, s); /* once: not again after an agent restart */
     }
     /* A kernel that died while idle is restarted before we run anything. */
     if (!s->conn || kf_sandbox_alive(s) == 0 || s->kernel_pid <= 0 ||
@@ -298,7 +299,9 @@ int kf_exec_run(kf_agent *a, kf_session *s, const char *code, size_t len, uint32
         }
     } else if (r == -ECHILD) {
         restarted = 1;
-        int deleting = session_state(a, s) == KF_SS_DELETING || session_state(a, s) == KF_SS_EXPIRED;
+        kf_session_state now = session_state(a, s);
+        int moving = now == KF_SS_EXPORTED; /* a forced export killed it */
+        int deleting = now == KF_SS_DELETING || now == KF_SS_EXPIRED || moving;
         if (oom_count(s) > oom_before) {
             status = KFLEET__V1__EXEC_STATUS__EXEC_STATUS_OUT_OF_MEMORY;
             snprintf(msg, sizeof(msg),
@@ -307,9 +310,11 @@ int kf_exec_run(kf_agent *a, kf_session *s, const char *code, size_t len, uint32
                      (unsigned long long)(s->limits.memory_bytes >> 20));
         } else {
             status = KFLEET__V1__EXEC_STATUS__EXEC_STATUS_KERNEL_DIED;
-            snprintf(msg, sizeof(msg), deleting ? "the session was deleted during the execution"
-                                                : "the kernel died and was restarted (memory state, "
-                                                  "/tmp and /home/sandbox lost; /mnt/data kept)");
+            snprintf(msg, sizeof(msg),
+                     moving     ? "the execution was stopped: the session is being moved to another node"
+                     : deleting ? "the session was deleted during the execution"
+                                : "the kernel died and was restarted (memory state, "
+                                  "/tmp and /home/sandbox lost; /mnt/data kept)");
         }
         if (!deleting) {
             kf_error e2 = {0};

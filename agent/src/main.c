@@ -24,6 +24,7 @@
 #include "self_drain.h"
 #include "service.h"
 #include "session.h"
+#include "session_move.h"
 
 static void default_sandbox_bin(kf_agent_config *cfg) {
     if (cfg->sandbox_bin[0])
@@ -52,7 +53,10 @@ static int purge(kf_agent *a) {
     if (kf_agent_list(a, &all, &n) == 0) {
         for (size_t i = 0; i < n; i++) {
             kf_error e = {0};
-            if (kf_op_delete(a, all[i]->id, &e) < 0)
+            int r = kf_op_delete(a, all[i]->id, &e);
+            if (r == -EAGAIN) /* exported: being moved */
+                r = kf_move_release(a, all[i]->id, "", &e);
+            if (r < 0)
                 kf_warn("purge %s: %s", all[i]->id, e.msg);
             kf_session_unref(a, all[i]);
         }

@@ -2,7 +2,8 @@
  * session's host resources (uid, volume, socket tmpfs, cgroup, connection
  * file), spawn the kfleet-sandbox helper (posix_spawn: this process is
  * multi-threaded and must never fork into a sandbox), connect to the kernel,
- * restart it, and tear everything down again.
+ * restart it, stop it while keeping its volume (a session being moved),
+ * start it again on that kept volume, and tear everything down.
  *
  * Host layout per sandbox: STATE/sb/<sbid>/{session.json, volume.img,
  * data/ (volume mount), run/ (1 MiB tmpfs: conn.json + kernel sockets)}.
@@ -211,40 +212,26 @@ static int spawn_helper(kf_agent *a, kf_session *s, pid_t *pid1, kf_error *err) 
     return *pid1 > 1 ? 0 : kf_error_set(err, -EIO, 0, "sandbox helper sent a bad pid");
 }
 
-int kf_sandbox_start(kf_agent *a, kf_session *s, kf_error *err) {
-    char dir[256], img[256], data[256], run[256], conn[256], cg[64];
-    kf_sandbox_paths(a, s, NULL, dir, sizeof(dir));
-    kf_sandbox_paths(a, s, "volume.img", img, sizeof(img));
-    kf_sandbox_paths(a, s, "data", data, sizeof(data));
+/* Everything after the volume: the socket tmpfs, the connection file, the
+ * cgroup, the helper, the kernel. The volume is mounted on data/ already.
+ * On failure the caller tears down (destroy or stop). */
+static int boot(kf_agent *a, kf_session *s, kf_error *err) {
+    char run[256], conn[256], cg[64];
     kf_sandbox_paths(a, s, "run", run, sizeof(run));
     kf_sandbox_paths(a, s, "run/conn.json", conn, sizeof(conn));
     cgroup_name(s, cg, sizeof(cg));
     int r;
-    if ((r = kf_mkdir_p(dir, 0700)) < 0 || mkdir(data, 0755) < 0 || mkdir(run, 0700) < 0) {
-        r = r < 0 ? r : -errno;
-        kf_error_set(err, r, 0, "cannot create %s", dir);
-        goto fail;
-    }
-    if ((r = kf_volume_create(img, s->limits.disk_bytes, s->limits.disk_inodes, s->uid, s->gid, err)) < 0 ||
-        (r = kf_volume_mount(img, data, err)) < 0 ||
-        (r = kf_tmpfs_mount(run, RUN_TMPFS_BYTES, s->uid, s->gid, 0700, err)) < 0)
-        goto fail;
-    {
-        /* mkfs's lost+found is noise in the user's /mnt/data; nothing of
-         * the user's is on the fresh volume yet. */
-        char lf[300];
-        snprintf(lf, sizeof(lf), "%s/lost+found", data);
-        rmdir(lf);
-    }
+    if ((r = kf_tmpfs_mount(run, RUN_TMPFS_BYTES, s->uid, s->gid, 0700, err)) < 0)
+        return r;
     if ((r = kf_kernel_key_new(s->key)) < 0 ||
         (r = kf_kernel_conn_file_write(conn, "/run/kernel/k", s->key, s->uid, s->gid, err)) < 0)
-        goto fail;
+        return r;
     kf_cg_limits cl = {.memory_bytes = s->limits.memory_bytes, .cpu_millis = s->limits.cpu_millis,
                        .pids = s->limits.pids};
     if ((r = kf_cgroup_create(cg, &cl, err)) < 0)
-        goto fail;
+        return r;
     if ((r = spawn_helper(a, s, &s->pid1, err)) < 0)
-        goto fail;
+        return r;
     s->pid1_start = kf_proc_start_time(s->pid1);
     {
         /* PID 1 must outlive any OOM kill in its cgroup: it is the reaper. */
@@ -253,12 +240,58 @@ int kf_sandbox_start(kf_agent *a, kf_session *s, kf_error *err) {
         kf_write_string(p, "-1000");
     }
     s->kernel_pid = 0;
-    if ((r = kf_sandbox_connect(a, s, kf_mono_ms() + a->cfg.start_timeout_ms, err)) < 0)
+    return kf_sandbox_connect(a, s, kf_mono_ms() + a->cfg.start_timeout_ms, err);
+}
+
+int kf_sandbox_start(kf_agent *a, kf_session *s, kf_error *err) {
+    char dir[256], img[256], data[256], run[256];
+    kf_sandbox_paths(a, s, NULL, dir, sizeof(dir));
+    kf_sandbox_paths(a, s, "volume.img", img, sizeof(img));
+    kf_sandbox_paths(a, s, "data", data, sizeof(data));
+    kf_sandbox_paths(a, s, "run", run, sizeof(run));
+    int r;
+    if ((r = kf_mkdir_p(dir, 0700)) < 0 || mkdir(data, 0755) < 0 || mkdir(run, 0700) < 0) {
+        r = r < 0 ? r : -errno;
+        kf_error_set(err, r, 0, "cannot create %s", dir);
+        goto fail;
+    }
+    if ((r = kf_volume_create(img, s->limits.disk_bytes, s->limits.disk_inodes, s->uid, s->gid, err)) < 0 ||
+        (r = kf_volume_mount(img, data, err)) < 0)
+        goto fail;
+    {
+        /* mkfs's lost+found is noise in the user's /mnt/data; nothing of
+         * the user's is on the fresh volume yet. */
+        char lf[300];
+        snprintf(lf, sizeof(lf), "%s/lost+found", data);
+        rmdir(lf);
+    }
+    if ((r = boot(a, s, err)) < 0)
         goto fail;
     return 0;
 fail:
     kf_error_wrap(err, "starting sandbox %s", s->sbid);
     kf_sandbox_destroy(a, s);
+    return r;
+}
+
+int kf_sandbox_start_kept(kf_agent *a, kf_session *s, kf_error *err) {
+    char img[256], data[256], run[256];
+    kf_sandbox_paths(a, s, "volume.img", img, sizeof(img));
+    kf_sandbox_paths(a, s, "data", data, sizeof(data));
+    kf_sandbox_paths(a, s, "run", run, sizeof(run));
+    int r = 0;
+    if ((mkdir(data, 0755) < 0 && errno != EEXIST) || (mkdir(run, 0700) < 0 && errno != EEXIST)) {
+        r = kf_error_set(err, -errno, 0, "cannot create the mount points of %s", s->sbid);
+        goto fail;
+    }
+    if (!kf_volume_is_mounted(data) && (r = kf_volume_mount(img, data, err)) < 0)
+        goto fail;
+    if ((r = boot(a, s, err)) < 0)
+        goto fail;
+    return 0;
+fail:
+    kf_error_wrap(err, "starting sandbox %s on its kept volume", s->sbid);
+    kf_sandbox_stop(a, s);
     return r;
 }
 
@@ -287,10 +320,8 @@ int kf_sandbox_restart_kernel(kf_agent *a, kf_session *s, kf_error *err) {
     return kf_sandbox_connect(a, s, kf_mono_ms() + a->cfg.start_timeout_ms, err);
 }
 
-void kf_sandbox_destroy(kf_agent *a, kf_session *s) {
-    char dir[256], img[256], data[256], run[256], cg[64];
-    kf_sandbox_paths(a, s, NULL, dir, sizeof(dir));
-    kf_sandbox_paths(a, s, "volume.img", img, sizeof(img));
+void kf_sandbox_stop(kf_agent *a, kf_session *s) {
+    char data[256], run[256], cg[64];
     kf_sandbox_paths(a, s, "data", data, sizeof(data));
     kf_sandbox_paths(a, s, "run", run, sizeof(run));
     cgroup_name(s, cg, sizeof(cg));
@@ -310,6 +341,8 @@ void kf_sandbox_destroy(kf_agent *a, kf_session *s) {
         }
     }
     s->pid1 = 0;
+    s->pid1_start = 0;
+    s->kernel_pid = 0;
     kf_error e = {0};
     if (kf_cgroup_destroy(cg, &e) < 0)
         kf_warn("teardown %s: %s", s->sbid, e.msg);
@@ -319,6 +352,13 @@ void kf_sandbox_destroy(kf_agent *a, kf_session *s) {
     kf_error_clear(&e);
     if (kf_volume_umount(data, &e) < 0)
         kf_warn("teardown %s: %s", s->sbid, e.msg);
+}
+
+void kf_sandbox_destroy(kf_agent *a, kf_session *s) {
+    char dir[256], img[256];
+    kf_sandbox_paths(a, s, NULL, dir, sizeof(dir));
+    kf_sandbox_paths(a, s, "volume.img", img, sizeof(img));
+    kf_sandbox_stop(a, s);
     unlink(img);
     kf_rm_rf(dir);
 }

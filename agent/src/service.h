@@ -16,6 +16,12 @@ const kf_method *kf_service_methods(kf_agent *a, size_t *n);
 void kf_svc_start_session(kf_call *c, void *ud);
 void kf_svc_node_stats(kf_call *c, void *ud);
 
+/* Handlers in service_move.c (kfleet.v1.Agent: moving a session) */
+void kf_svc_export_session(kf_call *c, void *ud);
+void kf_svc_import_session(kf_call *c, void *ud);
+void kf_svc_release_session(kf_call *c, void *ud);
+void kf_svc_resume_session(kf_call *c, void *ud);
+
 /* kf_svc_session_to_pb - fill pb and its limits from s (takes table_lock
  * briefly). Strings in pb point into s and the config: keep s referenced
  * while pb is used. */
@@ -23,6 +29,9 @@ struct Kfleet__V1__Session;
 struct Kfleet__V1__Limits;
 void kf_svc_session_to_pb(kf_agent *a, kf_session *s, struct Kfleet__V1__Session *pb,
                           struct Kfleet__V1__Limits *lim);
+
+/* kf_svc_limits_to_pb - kf_limits into a (re-initialised) pb message. */
+void kf_svc_limits_to_pb(const kf_limits *l, struct Kfleet__V1__Limits *pb);
 
 /* kf_svc_limits_from_pb - request limits (NULL = all defaults) to kf_limits;
  * zero fields are resolved later by kf_limits_resolve. */

@@ -24,21 +24,26 @@ static Kfleet__V1__SessionState pb_state(kf_session_state st) {
     case KF_SS_RESTARTING: return KFLEET__V1__SESSION_STATE__SESSION_STATE_RESTARTING;
     case KF_SS_DELETING: return KFLEET__V1__SESSION_STATE__SESSION_STATE_DELETING;
     case KF_SS_EXPIRED: return KFLEET__V1__SESSION_STATE__SESSION_STATE_EXPIRED;
+    case KF_SS_EXPORTED: break; /* never shown: lookups answer UNAVAILABLE, lists skip it */
     }
     return KFLEET__V1__SESSION_STATE__SESSION_STATE_UNSPECIFIED;
 }
 
+void kf_svc_limits_to_pb(const kf_limits *l, Kfleet__V1__Limits *pb) {
+    kfleet__v1__limits__init(pb);
+    pb->memory_bytes = l->memory_bytes;
+    pb->cpu_millis = l->cpu_millis;
+    pb->pids = l->pids;
+    pb->exec_timeout_ms = l->exec_timeout_ms;
+    pb->disk_bytes = l->disk_bytes;
+    pb->disk_inodes = l->disk_inodes;
+    pb->idle_timeout_s = l->idle_timeout_s;
+    pb->max_lifetime_s = l->max_lifetime_s;
+}
+
 void kf_svc_session_to_pb(kf_agent *a, kf_session *s, Kfleet__V1__Session *pb, Kfleet__V1__Limits *lim) {
     kfleet__v1__session__init(pb);
-    kfleet__v1__limits__init(lim);
-    lim->memory_bytes = s->limits.memory_bytes;
-    lim->cpu_millis = s->limits.cpu_millis;
-    lim->pids = s->limits.pids;
-    lim->exec_timeout_ms = s->limits.exec_timeout_ms;
-    lim->disk_bytes = s->limits.disk_bytes;
-    lim->disk_inodes = s->limits.disk_inodes;
-    lim->idle_timeout_s = s->limits.idle_timeout_s;
-    lim->max_lifetime_s = s->limits.max_lifetime_s;
+    kf_svc_limits_to_pb(&s->limits, lim);
     pb->id = s->id;
     pb->limits = lim;
     pb->node = a->cfg.node_name;
@@ -164,12 +169,20 @@ static void svc_list(kf_call *c, void *ud) {
     Kfleet__V1__Limits *lims = calloc(n ? n : 1, sizeof(*lims));
     Kfleet__V1__Session **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
     if (pbs && lims && ptrs) {
+        size_t k = 0;
         for (size_t i = 0; i < n; i++) {
-            kf_svc_session_to_pb(a, all[i], &pbs[i], &lims[i]);
-            ptrs[i] = &pbs[i];
+            /* a session being moved answers nothing here until it lands */
+            pthread_mutex_lock(&a->table_lock);
+            int moving = all[i]->state == KF_SS_EXPORTED;
+            pthread_mutex_unlock(&a->table_lock);
+            if (moving)
+                continue;
+            kf_svc_session_to_pb(a, all[i], &pbs[k], &lims[k]);
+            ptrs[k] = &pbs[k];
+            k++;
         }
         Kfleet__V1__ListSessionsResponse resp = KFLEET__V1__LIST_SESSIONS_RESPONSE__INIT;
-        resp.n_sessions = n;
+        resp.n_sessions = k;
         resp.sessions = ptrs;
         kf_call_reply(c, &resp.base);
     } else {
@@ -282,6 +295,10 @@ const kf_method *kf_service_methods(kf_agent *a, size_t *n) {
         {"/kfleet.v1.Sessions/DeleteFile", kf_svc_delete_file, NULL},
         {"/kfleet.v1.Agent/StartSession", kf_svc_start_session, NULL},
         {"/kfleet.v1.Agent/GetNodeStats", kf_svc_node_stats, NULL},
+        {"/kfleet.v1.Agent/ExportSession", kf_svc_export_session, NULL},
+        {"/kfleet.v1.Agent/ImportSession", kf_svc_import_session, NULL},
+        {"/kfleet.v1.Agent/ReleaseSession", kf_svc_release_session, NULL},
+        {"/kfleet.v1.Agent/ResumeSession", kf_svc_resume_session, NULL},
     };
     for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
         m[i].userdata = a;

@@ -15,6 +15,8 @@
  *   STARTING -> POOLED (warm, no client yet) -> READY <-> BUSY
  *   READY/BUSY -> RESTARTING -> READY;  READY -> DELETING -> gone
  *   READY -> EXPIRED (idle or lifetime) -> gone, tombstone kept
+ *   READY/BUSY -> EXPORTED (sandbox stopped, volume kept; session_move.c)
+ *     -> released: gone, tombstone "moved to node X"; or resumed: READY
  */
 #ifndef KF_AGENT_SESSION_H
 #define KF_AGENT_SESSION_H
@@ -38,6 +40,7 @@ typedef enum {
     KF_SS_RESTARTING,
     KF_SS_DELETING,
     KF_SS_EXPIRED,
+    KF_SS_EXPORTED, /* being moved: no sandbox, volume image kept, persisted */
 } kf_session_state;
 
 typedef struct kf_session {
@@ -58,6 +61,7 @@ typedef struct kf_session {
     int refs;
     int in_table;
     int64_t last_active_ms;   /* unix ms */
+    char move_reason[128];    /* why it is EXPORTED ("node drain"); "" otherwise */
 
     /* under lock */
     pthread_mutex_t lock;
@@ -69,7 +73,7 @@ typedef struct kf_session {
     uint32_t exec_count;
     uint32_t kernel_restarts;
     uint64_t create_seq; /* the node's creates_total right after this create; 0 if adopted */
-    char notice[256];         /* told to the client with the next Execute */
+    char notice[256];         /* told to the client with the next Execute (persisted) */
 
     struct kf_session *pool_next;
 } kf_session;
@@ -79,6 +83,11 @@ typedef struct kf_tombstone {
     char reason[160];
     int64_t when_ms;
 } kf_tombstone;
+
+/* A tombstone whose reason starts with this is a session that moved away:
+ * its id answers NOT_FOUND (it lives elsewhere), not FAILED_PRECONDITION. */
+#define KF_TOMB_MOVED_PREFIX "moved to node "
+
 
 #define KF_TOMBSTONES 4096
 
@@ -114,9 +123,14 @@ int kf_agent_init(kf_agent *a, const kf_agent_config *cfg, kf_error *err);
 void kf_agent_done(kf_agent *a);
 
 /* kf_agent_lookup - a referenced session by client id, or NULL and err set:
- * NOT_FOUND "no session X", or FAILED_PRECONDITION "session X expired: ..."
- * when a tombstone says so. */
+ * NOT_FOUND "no session X", FAILED_PRECONDITION "session X expired: ..."
+ * when a tombstone says so (NOT_FOUND "session X moved to node Y" for a
+ * moved one), UNAVAILABLE "session X is being moved to another node (why)"
+ * for an EXPORTED one. For every kfleet.v1.Sessions call. */
 kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err);
+/* kf_agent_lookup_any - the same, but an EXPORTED session is returned too
+ * (the move handlers). */
+kf_session *kf_agent_lookup_any(kf_agent *a, const char *id, kf_error *err);
 void kf_session_ref(kf_agent *a, kf_session *s);
 void kf_session_unref(kf_agent *a, kf_session *s);
 
@@ -135,6 +149,12 @@ void kf_agent_usage(kf_agent *a, kf_node_usage *u);
  * session or the tombstone's reason. Advisory: kf_agent_insert is the
  * authority when two creates race for one id. */
 int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err);
+/* kf_agent_id_check_import - the same for a session moving (back) here: a
+ * tombstone saying it moved away from this node does not hold it up. */
+int kf_agent_id_check_import(kf_agent *a, const char *id, kf_error *err);
+/* kf_agent_tombstone_forget_moved - drop the "moved to" tombstone of id
+ * (in memory; kf_store_tombstone_forget removes the file) once it is back. */
+void kf_agent_tombstone_forget_moved(kf_agent *a, const char *id);
 
 /* kf_tenant_valid - 0-63 of [A-Za-z0-9._@-]. */
 int kf_tenant_valid(const char *tenant);
@@ -152,6 +172,10 @@ const char *kf_session_state_name(kf_session_state st);
 int kf_session_id_valid(const char *id);
 
 /* Operations (session_ops.c). Blocking; callers are handler threads. */
+/* kf_agent_room - 0 if the node takes one more session now; UNAVAILABLE
+ * while shutting down, RESOURCE_EXHAUSTED at --max-sessions. Advisory
+ * (creates in flight are not counted). */
+int kf_agent_room(kf_agent *a, kf_error *err);
 kf_session *kf_session_start_cold(kf_agent *a, const kf_limits *l, kf_error *err);
 /* kf_op_create - a new READY session with limits `req` (zero fields take
  * the defaults): a warm sandbox when one fits, else a cold start (seconds).
@@ -163,15 +187,29 @@ kf_session *kf_session_start_cold(kf_agent *a, const kf_limits *l, kf_error *err
 int kf_op_create(kf_agent *a, const char *id, const char *tenant, const kf_limits *req,
                  kf_session **out, kf_error *err);
 int kf_op_delete(kf_agent *a, const char *id, kf_error *err);
-int kf_op_restart(kf_agent *a, kf_session *s, const char *why, kf_error *err); /* holds s->lock */
+/* kf_op_restart - restart the kernel (holds s->lock). FAILED_PRECONDITION
+ * without touching anything when the session is being deleted, expired or
+ * exported. */
+int kf_op_restart(kf_agent *a, kf_session *s, const char *why, kf_error *err);
 int kf_op_interrupt(kf_agent *a, kf_session *s, kf_error *err);
 /* kf_op_expire_due - expire sessions past idle or lifetime (reaper). */
 void kf_op_expire_due(kf_agent *a);
 
 /* Sandbox life (sandbox_spawn.c). */
+/* kf_sandbox_start - a new sandbox with a fresh volume; on failure nothing
+ * of it is left (kf_sandbox_destroy). */
 int kf_sandbox_start(kf_agent *a, kf_session *s, kf_error *err);
+/* kf_sandbox_start_kept - a sandbox on the volume image already in the
+ * session's directory (mounted on data/ already or not): an imported or a
+ * resumed session. On failure the sandbox is stopped and the image, record
+ * and directory stay (kf_sandbox_stop). Holds s->lock. */
+int kf_sandbox_start_kept(kf_agent *a, kf_session *s, kf_error *err);
 int kf_sandbox_restart_kernel(kf_agent *a, kf_session *s, kf_error *err); /* holds s->lock */
 int kf_sandbox_connect(kf_agent *a, kf_session *s, int64_t deadline_ms, kf_error *err);
+/* kf_sandbox_stop - kill the sandbox, remove its cgroup, unmount its
+ * volume and socket tmpfs; keep the directory, volume image and record. */
+void kf_sandbox_stop(kf_agent *a, kf_session *s); /* holds s->lock */
+/* kf_sandbox_destroy - kf_sandbox_stop, then delete the image and directory. */
 void kf_sandbox_destroy(kf_agent *a, kf_session *s); /* holds s->lock */
 int kf_sandbox_alive(kf_session *s);
 void kf_sandbox_paths(const kf_agent *a, const kf_session *s, const char *leaf, char *out, size_t size);
@@ -182,6 +220,7 @@ int kf_store_save(kf_agent *a, kf_session *s);
 /* kf_store_recover - re-adopt every sandbox found under state_dir. */
 int kf_store_recover(kf_agent *a);
 int kf_store_tombstone(kf_agent *a, const char *id, const char *reason);
+void kf_store_tombstone_forget(kf_agent *a, const char *id);
 
 /* Pool (pool.c). */
 kf_session *kf_pool_claim(kf_agent *a, const kf_limits *l);

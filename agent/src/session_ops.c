@@ -53,6 +53,19 @@ kf_session *kf_session_start_cold(kf_agent *a, const kf_limits *l, kf_error *err
     return s;
 }
 
+int kf_agent_room(kf_agent *a, kf_error *err) {
+    pthread_mutex_lock(&a->table_lock);
+    size_t n = a->n_sessions;
+    int stopping = a->stopping;
+    pthread_mutex_unlock(&a->table_lock);
+    if (stopping)
+        return kf_error_set(err, -ESHUTDOWN, KF_ST_UNAVAILABLE, "node agent is shutting down");
+    if (n >= a->cfg.max_sessions)
+        return kf_error_set(err, -ENOSPC, KF_ST_RESOURCE_EXHAUSTED,
+                            "node %s is full: %zu sessions (its maximum)", a->cfg.node_name, n);
+    return 0;
+}
+
 int kf_op_create(kf_agent *a, const char *id, const char *tenant, const kf_limits *req,
                  kf_session **out, kf_error *err) {
     /* Checked before any work: a taken id must not cost a sandbox start. */
@@ -66,15 +79,8 @@ int kf_op_create(kf_agent *a, const char *id, const char *tenant, const kf_limit
     int r = kf_limits_resolve(&a->cfg, req, &l, err);
     if (r < 0)
         return r;
-    pthread_mutex_lock(&a->table_lock);
-    size_t n = a->n_sessions;
-    int stopping = a->stopping;
-    pthread_mutex_unlock(&a->table_lock);
-    if (stopping)
-        return kf_error_set(err, -ESHUTDOWN, KF_ST_UNAVAILABLE, "node agent is shutting down");
-    if (n >= a->cfg.max_sessions)
-        return kf_error_set(err, -ENOSPC, KF_ST_RESOURCE_EXHAUSTED,
-                            "node %s is full: %zu sessions (its maximum)", a->cfg.node_name, n);
+    if ((r = kf_agent_room(a, err)) < 0)
+        return r;
 
     kf_session *s = kf_pool_claim(a, &l);
     if (s) {
@@ -153,8 +159,14 @@ int kf_op_delete(kf_agent *a, const char *id, kf_error *err) {
         return err ? err->code : -ENOENT;
     pthread_mutex_lock(&a->table_lock);
     int already = s->state == KF_SS_DELETING || s->state == KF_SS_EXPIRED;
-    s->state = KF_SS_DELETING;
+    int moving = s->state == KF_SS_EXPORTED; /* exported since the lookup */
+    if (!moving)
+        s->state = KF_SS_DELETING;
     pthread_mutex_unlock(&a->table_lock);
+    if (moving) {
+        kf_session_unref(a, s);
+        return kf_error_set(err, -EAGAIN, KF_ST_UNAVAILABLE, "session %s is being moved to another node", id);
+    }
     if (already) {
         kf_session_unref(a, s);
         return kf_error_set(err, -ENOENT, KF_ST_NOT_FOUND, "session %s is already being deleted", id);
@@ -171,8 +183,13 @@ int kf_op_delete(kf_agent *a, const char *id, kf_error *err) {
 int kf_op_restart(kf_agent *a, kf_session *s, const char *why, kf_error *err) {
     pthread_mutex_lock(&a->table_lock);
     kf_session_state prev = s->state;
-    s->state = KF_SS_RESTARTING;
+    int gone = prev == KF_SS_DELETING || prev == KF_SS_EXPIRED || prev == KF_SS_EXPORTED;
+    if (!gone)
+        s->state = KF_SS_RESTARTING;
     pthread_mutex_unlock(&a->table_lock);
+    if (gone)
+        return kf_error_set(err, -ESTALE, KF_ST_FAILED_PRECONDITION, "session %s is %s", s->id,
+                            kf_session_state_name(prev));
     int r = kf_sandbox_restart_kernel(a, s, err);
     pthread_mutex_lock(&a->table_lock);
     if (s->state == KF_SS_RESTARTING)
@@ -203,10 +220,14 @@ void kf_op_expire_due(kf_agent *a) {
         char reason[160] = "";
         char d[32];
         pthread_mutex_lock(&a->table_lock);
+        /* An EXPORTED session is neither idle nor old: its move decides. */
+        int moving = s->state == KF_SS_EXPORTED;
         int idle_ok = s->state == KF_SS_READY;
         int64_t idle = now - s->last_active_ms, age = now - s->created_ms;
         pthread_mutex_unlock(&a->table_lock);
-        if (idle_ok && idle > (int64_t)s->limits.idle_timeout_s * 1000) {
+        if (moving) {
+            /* nothing: released or resumed by the move */
+        } else if (idle_ok && idle > (int64_t)s->limits.idle_timeout_s * 1000) {
             format_duration(s->limits.idle_timeout_s, d, sizeof(d));
             snprintf(reason, sizeof(reason), "expired after %s idle", d);
         } else if (age > (int64_t)s->limits.max_lifetime_s * 1000) {

@@ -5,7 +5,9 @@
  * from the running sandbox: the client id, limits, uid slot, kernel key and
  * PID 1's pid + start time (so a recycled pid is never mistaken for it).
  * Kernels keep running while the agent is down; kf_store_recover
- * reconnects to each of them, or cleans up after the ones that died.
+ * reconnects to each of them, or cleans up after the ones that died. An
+ * exported session (being moved) has no kernel: its record and volume are
+ * kept as they are until the move is released or resumed.
  */
 #include "session.h"
 
@@ -61,6 +63,16 @@ int kf_store_save(kf_agent *a, kf_session *s) {
     add_u64(o, "exec_count", s->exec_count);
     add_u64(o, "kernel_restarts", s->kernel_restarts);
     cJSON_AddBoolToObject(o, "from_pool", s->from_pool);
+    cJSON_AddStringToObject(o, "notice", s->notice);
+    pthread_mutex_lock(&a->table_lock);
+    int exported = s->state == KF_SS_EXPORTED;
+    char reason[sizeof(s->move_reason)];
+    snprintf(reason, sizeof(reason), "%s", s->move_reason);
+    pthread_mutex_unlock(&a->table_lock);
+    /* An exported session has no sandbox to find after a restart: the
+     * flag tells recovery to keep its volume and wait for the move. */
+    cJSON_AddBoolToObject(o, "exported", exported);
+    cJSON_AddStringToObject(o, "move_reason", reason);
     cJSON *l = cJSON_AddObjectToObject(o, "limits");
     add_u64(l, "memory_bytes", s->limits.memory_bytes);
     add_u64(l, "cpu_millis", s->limits.cpu_millis);
@@ -85,6 +97,12 @@ int kf_store_tombstone(kf_agent *a, const char *id, const char *reason) {
     char path[512];
     snprintf(path, sizeof(path), "%s/tombstones/%s", a->cfg.state_dir, id);
     return kf_write_file_atomic(path, reason, strlen(reason), 0600, 0);
+}
+
+void kf_store_tombstone_forget(kf_agent *a, const char *id) {
+    char path[512];
+    snprintf(path, sizeof(path), "%s/tombstones/%s", a->cfg.state_dir, id);
+    unlink(path);
 }
 
 static void load_tombstones(kf_agent *a) {
@@ -137,6 +155,10 @@ static kf_session *parse_record(const char *text) {
     s->exec_count = (uint32_t)get_u64(o, "exec_count");
     s->kernel_restarts = (uint32_t)get_u64(o, "kernel_restarts");
     s->from_pool = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "from_pool"));
+    snprintf(s->notice, sizeof(s->notice), "%s", get_str(o, "notice"));
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "exported")))
+        s->state = KF_SS_EXPORTED;
+    snprintf(s->move_reason, sizeof(s->move_reason), "%s", get_str(o, "move_reason"));
     const cJSON *l = cJSON_GetObjectItemCaseSensitive(o, "limits");
     s->limits.memory_bytes = get_u64(l, "memory_bytes");
     s->limits.cpu_millis = (uint32_t)get_u64(l, "cpu_millis");
@@ -148,6 +170,39 @@ static kf_session *parse_record(const char *text) {
     s->limits.max_lifetime_s = (uint32_t)get_u64(l, "max_lifetime_s");
     cJSON_Delete(o);
     return s;
+}
+
+/* Removes what is left of a recovered sandbox that cannot go on, with a
+ * tombstone saying why for its id. Takes the reference to s. */
+static void drop_lost(kf_agent *a, kf_session *s, const char *reason) {
+    if (s->id[0]) {
+        kf_store_tombstone(a, s->id, reason);
+        kf_agent_tombstone_load(a, s->id, reason, kf_unix_ms());
+    }
+    kf_sandbox_destroy(a, s);
+    kf_agent_slot_free(a, s->slot);
+    kf_session_unref(a, s);
+}
+
+/* An EXPORTED session: its sandbox was (being) stopped when the agent
+ * went down. Make sure it is stopped, keep the volume, and wait for the
+ * move to be released or resumed. Takes the reference to s. */
+static void recover_exported(kf_agent *a, kf_session *s) {
+    char img[300];
+    kf_sandbox_paths(a, s, "volume.img", img, sizeof(img));
+    kf_sandbox_stop(a, s); /* a stop interrupted by the agent's death */
+    struct stat st;
+    kf_error err = {0};
+    if (lstat(img, &st) < 0 || !S_ISREG(st.st_mode) || !s->id[0]) {
+        kf_warn("recover: exported session %s (sandbox %s) has no volume image; dropping it",
+                s->id[0] ? s->id : "-", s->sbid);
+        drop_lost(a, s, "was lost: its volume disappeared while it was being moved");
+        return;
+    }
+    if (kf_agent_insert(a, s, &err) < 0)
+        kf_warn("recover: %s: %s", s->id, err.msg);
+    kf_info("recovered exported session %s (sandbox %s): waiting to be released or resumed", s->id, s->sbid);
+    kf_session_unref(a, s); /* the table holds it */
 }
 
 /* Re-adopts one sandbox directory; on failure cleans it up. */
@@ -172,6 +227,10 @@ static void recover_one(kf_agent *a, const char *sbid) {
     }
     kf_agent_slot_mark(a, s->slot);
     kf_error err = {0};
+    if (s->state == KF_SS_EXPORTED) {
+        recover_exported(a, s);
+        return;
+    }
     int ok = kf_sandbox_alive(s);
     if (ok && kf_sandbox_connect(a, s, kf_mono_ms() + 10000, &err) < 0) {
         kf_warn("recover: %s: %s; restarting its kernel", sbid, err.msg);
@@ -185,14 +244,7 @@ static void recover_one(kf_agent *a, const char *sbid) {
     if (!ok) {
         kf_warn("recover: sandbox %s (session %s) is gone: %s", sbid, s->id[0] ? s->id : "-",
                 err.msg[0] ? err.msg : "PID 1 exited");
-        if (s->id[0]) {
-            kf_store_tombstone(a, s->id, "was lost: its sandbox died while the node agent was down");
-            kf_agent_tombstone_load(a, s->id, "was lost: its sandbox died while the node agent was down",
-                                    kf_unix_ms());
-        }
-        kf_sandbox_destroy(a, s);
-        kf_agent_slot_free(a, s->slot);
-        kf_session_unref(a, s);
+        drop_lost(a, s, "was lost: its sandbox died while the node agent was down");
         return;
     }
     if (s->id[0]) {

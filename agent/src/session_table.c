@@ -41,6 +41,7 @@ const char *kf_session_state_name(kf_session_state st) {
     case KF_SS_RESTARTING: return "restarting";
     case KF_SS_DELETING: return "deleting";
     case KF_SS_EXPIRED: return "expired";
+    case KF_SS_EXPORTED: return "being moved to another node";
     }
     return "unknown";
 }
@@ -195,7 +196,11 @@ int kf_tenant_valid(const char *tenant) {
     return 1;
 }
 
-int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err) {
+static int moved_away(const kf_tombstone *t) {
+    return !strncmp(t->reason, KF_TOMB_MOVED_PREFIX, strlen(KF_TOMB_MOVED_PREFIX));
+}
+
+static int id_check(kf_agent *a, const char *id, int coming_back, kf_error *err) {
     if (!kf_session_id_valid(id))
         return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
                             "session id '%.64s' is malformed (1-%d of a-z, 0-9, '-', '_')", id,
@@ -208,7 +213,7 @@ int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err) {
         r = kf_error_set(err, -EEXIST, KF_ST_ALREADY_EXISTS, "session %s already exists on this node", id);
     for (size_t k = 0; !r && k < KF_TOMBSTONES; k++) {
         kf_tombstone *t = &a->tombstones[k];
-        if (t->id[0] && !strcmp(t->id, id))
+        if (t->id[0] && !strcmp(t->id, id) && !(coming_back && moved_away(t)))
             r = kf_error_set(err, -EEXIST, KF_ST_ALREADY_EXISTS,
                              "session id %s was used on this node (it %s)", id, t->reason);
     }
@@ -216,7 +221,7 @@ int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err) {
     return r;
 }
 
-kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {
+static kf_session *lookup(kf_agent *a, const char *id, int exported_too, kf_error *err) {
     if (!kf_session_id_valid(id)) {
         kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
                      "session id '%.64s' is malformed (expected letters, digits, '-', '_')", id);
@@ -227,6 +232,12 @@ kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {
     size_t i = find_index(a, id, &found);
     if (found) {
         kf_session *s = a->sessions[i];
+        if (s->state == KF_SS_EXPORTED && !exported_too) {
+            kf_error_set(err, -EAGAIN, KF_ST_UNAVAILABLE, "session %s is being moved to another node (%s)",
+                         id, s->move_reason[0] ? s->move_reason : "no reason given");
+            pthread_mutex_unlock(&a->table_lock);
+            return NULL;
+        }
         s->refs++;
         pthread_mutex_unlock(&a->table_lock);
         return s;
@@ -234,7 +245,10 @@ kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {
     for (size_t k = 0; k < KF_TOMBSTONES; k++) {
         kf_tombstone *t = &a->tombstones[k];
         if (t->id[0] && !strcmp(t->id, id)) {
-            kf_error_set(err, -ESTALE, KF_ST_FAILED_PRECONDITION, "session %s %s", id, t->reason);
+            if (moved_away(t))
+                kf_error_set(err, -ENOENT, KF_ST_NOT_FOUND, "session %s %s", id, t->reason);
+            else
+                kf_error_set(err, -ESTALE, KF_ST_FAILED_PRECONDITION, "session %s %s", id, t->reason);
             pthread_mutex_unlock(&a->table_lock);
             return NULL;
         }
@@ -242,6 +256,28 @@ kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {
     pthread_mutex_unlock(&a->table_lock);
     kf_error_set(err, -ENOENT, KF_ST_NOT_FOUND, "no session %s on this node", id);
     return NULL;
+}
+
+int kf_agent_id_check(kf_agent *a, const char *id, kf_error *err) { return id_check(a, id, 0, err); }
+
+int kf_agent_id_check_import(kf_agent *a, const char *id, kf_error *err) { return id_check(a, id, 1, err); }
+
+void kf_agent_tombstone_forget_moved(kf_agent *a, const char *id) {
+    pthread_mutex_lock(&a->table_lock);
+    for (size_t k = 0; k < KF_TOMBSTONES; k++) {
+        kf_tombstone *t = &a->tombstones[k];
+        if (t->id[0] && !strcmp(t->id, id) && moved_away(t))
+            memset(t, 0, sizeof(*t));
+    }
+    pthread_mutex_unlock(&a->table_lock);
+}
+
+kf_session *kf_agent_lookup(kf_agent *a, const char *id, kf_error *err) {
+    return lookup(a, id, 0, err);
+}
+
+kf_session *kf_agent_lookup_any(kf_agent *a, const char *id, kf_error *err) {
+    return lookup(a, id, 1, err);
 }
 
 void kf_agent_tombstone_load(kf_agent *a, const char *id, const char *reason, int64_t when_ms) {
