@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import kfleet_harness as h  # noqa: E402
+from kfleet_deploy import env_file, unit_values  # noqa: E402
 
 yaml = pytest.importorskip("yaml")
 
@@ -125,27 +126,8 @@ def volume(workload, name):
 
 
 def unit(name):
-    """{key: [values]} of a unit file in deploy/systemd (all sections)."""
-    out = {}
-    with open(os.path.join(DEPLOY, "systemd", name)) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith(("#", "[")):
-                k, _, v = line.partition("=")
-                out.setdefault(k, []).append(v)
-    return out
-
-
-def env_file(path):
-    """KEY=VALUE lines (values optionally double-quoted), as systemd and sh read them."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                k, _, v = line.partition("=")
-                out[k] = shlex.split(v)[0] if v else ""
-    return out
+    """{key: [values]} of a unit file in deploy/systemd."""
+    return unit_values(os.path.join(DEPLOY, "systemd", name))
 
 
 def etcd_members(wl, svc):

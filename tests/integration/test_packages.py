@@ -30,6 +30,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import kfleet_harness as h  # noqa: E402
+from kfleet_deploy import env_file, expand, unit_values  # noqa: E402
 
 PACKAGES = ["kfleet-agent", "kfleet-scheduler", "kfleetctl", "kfleet-etcd"]
 UNITS = {"agent": "kfleet-agent.service", "scheduler": "kfleet-scheduler.service",
@@ -95,48 +96,13 @@ def installed(request):
     return {p: [f for f in fs if f] for p, fs in files.items()}
 
 
-# ---- the units and their settings, as systemd reads them -------------------------
-def unit_values(path):
-    """{key: [values]} of a unit file."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith(("#", "[")):
-                k, _, v = line.partition("=")
-                out.setdefault(k, []).append(v)
-    return out
-
-
-def env_file(path):
-    out = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                k, _, v = line.partition("=")
-                out[k] = shlex.split(v)[0] if v else ""
-    return out
-
-
 def exec_start(role, overrides):
-    """The unit's ExecStart as argv, with its EnvironmentFile's values
-    (updated by overrides) put in the way systemd does: ${X} is one
-    argument, $X is split on white space. Also returns the environment."""
+    """The installed unit's ExecStart as argv with its EnvironmentFile's
+    values (updated by overrides) put in; and that environment."""
     u = unit_values(os.path.join(UNIT_DIR, UNITS[role]))
     env = env_file(u["EnvironmentFile"][0])
     env.update(overrides)
-    argv = []
-    for word in shlex.split(u["ExecStart"][0]):
-        m = re.fullmatch(r"\$\{(\w+)\}|\$(\w+)", word)
-        if m and m.group(1):
-            argv.append(env[m.group(1)])
-        elif m:
-            argv += env[m.group(2)].split()
-        else:
-            assert "$" not in word, f"{UNITS[role]}: cannot expand {word!r}"
-            argv.append(word)
-    return argv, env
+    return expand(u["ExecStart"][0], env), env
 
 
 class Proc:
