@@ -7,8 +7,9 @@ command lines and settings files (only the paths and ports are made
 private): etcd from kfleet-etcd.service, an agent registered in it, a
 scheduler, and the installed kfleetctl creates a session and runs code
 through the scheduler. While the packages are installed, a build-tree
-agent still runs the build tree's sandbox helper. Finally dpkg --purge
-removes them (a finalizer purges on failure too) and nothing of them
+agent still runs the build tree's sandbox helper. dpkg -r kfleet-agent
+ends the sandboxes a stopped agent left running. Finally dpkg --purge
+removes them all (a finalizer purges on failure too) and nothing of them
 remains.
 
 The module is skipped when a kfleet package is already installed here (it
@@ -166,10 +167,12 @@ def test_files_land_where_the_units_say(installed):
         conffiles = subprocess.run(["dpkg-query", "-W", "-f=${Conffiles}", pkg], capture_output=True,
                                    text=True, check=True).stdout
         assert f"/etc/kfleet/{conf}.env" in conffiles, f"{pkg}: conffiles are {conffiles!r}"
-    # a release build, not the sanitizer build the tests use
+    # a release build with Debian's hardening flags, not the sanitizer build the tests use
     for b in ("/usr/sbin/kfleet-agent", "/usr/sbin/kfleet-scheduler", SANDBOX, CTL):
         libs = subprocess.run(["ldd", b], capture_output=True, text=True).stdout
         assert "libasan" not in libs and "libubsan" not in libs, f"{b} is a sanitizer build"
+        dyn = subprocess.run(["readelf", "-d", b], capture_output=True, text=True).stdout
+        assert "BIND_NOW" in dyn and "PIE" in dyn, f"{b} is not linked with -z now as a PIE:\n{dyn}"
     if shutil.which("systemd-analyze"):
         r = subprocess.run(["systemd-analyze", "verify"] + [os.path.join(UNIT_DIR, u) for u in UNITS.values()],
                            capture_output=True, text=True, timeout=120)
@@ -294,6 +297,49 @@ def test_build_tree_agent_runs_its_own_helper(installed):
         assert set(helpers.values()) == {os.path.realpath(h.binary("kfleet-sandbox"))}, helpers
     finally:
         a.close()
+
+
+def test_remove_ends_the_node_sessions(installed):
+    """Sandboxes outlive a stopped agent; removing kfleet-agent ends them
+    (its prerm runs kfleet-agent --purge on the state dir of agent.env)
+    and keeps the settings (conffiles) until a purge."""
+    work = tempfile.mkdtemp(prefix="kfpkg-", dir="/var/tmp")
+    state = os.path.join(work, "s")
+    conf = "/etc/kfleet/agent.env"
+    agent = None
+    try:
+        with open(conf) as f:
+            text = f.read()
+        # the state dir an operator chose for this node
+        with open(conf, "w") as f:
+            f.write(re.sub(r"^KFLEET_AGENT_STATE_DIR=.*$", f"KFLEET_AGENT_STATE_DIR={state}", text, flags=re.M))
+        argv, _ = exec_start("agent", {
+            "KFLEET_AGENT_SOCKET": os.path.join(work, "agent.sock"),
+            "KFLEET_AGENT_ARGS": f"--pool 1 --uid-base {2000500 + (os.getpid() % 1000) * 1000}"})
+        assert state in argv
+        agent = Proc(argv, os.path.join(work, "agent.log"))
+        # a warm sandbox recorded on disk, its helper running
+        assert h.wait_for(lambda: (glob.glob(os.path.join(state, "sb", "*", "session.json")) and helpers_of(state))
+                          or agent.proc.poll() is not None, timeout=180, step=0.2) and agent.proc.poll() is None, \
+            agent.logs()
+        agent.stop()
+        assert helpers_of(state), "the warm sandbox did not outlive the agent"
+        dpkg("-r", "kfleet-agent")
+        assert h.wait_for(lambda: not helpers_of(state), timeout=30), \
+            f"sandboxes still run after dpkg -r: {helpers_of(state)}"
+        sb = os.path.join(state, "sb")
+        assert not (os.path.isdir(sb) and os.listdir(sb)), f"left in {sb}: {os.listdir(sb)}"
+        assert status("kfleet-agent") == "deinstall ok config-files" and os.path.exists(conf)
+        assert not os.path.exists("/usr/sbin/kfleet-agent") and not os.path.exists(SANDBOX)
+    finally:
+        if agent:
+            agent.stop()
+        if helpers_of(state) and os.path.exists("/usr/sbin/kfleet-agent"):  # the test failed early
+            subprocess.run(["/usr/sbin/kfleet-agent", "--state-dir", state, "--purge"], capture_output=True,
+                           timeout=300)
+        for pid in helpers_of(state):  # the prerm failed: at least no process is left
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_purge_leaves_nothing(installed):
