@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kf/metrics_http.h"
 #include "scheduler.h"
 
 void kf_sched_config_defaults(kf_sched_config *c) {
@@ -28,6 +29,8 @@ static void usage(void) {
            "                         readable by other users; re-read on SIGHUP). Default: no\n"
            "                         tenancy, every caller may use every session\n"
            "  --max-calls N          calls handled at once (default 1024)\n"
+           "  --metrics-listen HOST:PORT  serve /metrics, /healthz, /readyz over HTTP\n"
+           "                         (e.g. 127.0.0.1:9464; default: off)\n"
            "  --debug                verbose logs\n");
 }
 
@@ -40,7 +43,7 @@ static int copy_str(const char *name, const char *v, char *dst, size_t size, kf_
 
 int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *err) {
     enum { O_ETCD = 256, O_LISTEN, O_LISTEN_TCP, O_POLICY, O_CA, O_CERT, O_KEY, O_MAX_CALLS, O_DEBUG,
-           O_TENANTS };
+           O_TENANTS, O_METRICS };
     static const struct option opts[] = {
         {"etcd", required_argument, NULL, O_ETCD},
         {"listen", required_argument, NULL, O_LISTEN},
@@ -51,6 +54,7 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         {"node-tls-key", required_argument, NULL, O_KEY},
         {"max-calls", required_argument, NULL, O_MAX_CALLS},
         {"tenants", required_argument, NULL, O_TENANTS},
+        {"metrics-listen", required_argument, NULL, O_METRICS},
         {"debug", no_argument, NULL, O_DEBUG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -66,6 +70,11 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         case O_CERT: rc = copy_str("node-tls-cert", optarg, c->node_tls_cert, sizeof(c->node_tls_cert), err); break;
         case O_KEY: rc = copy_str("node-tls-key", optarg, c->node_tls_key, sizeof(c->node_tls_key), err); break;
         case O_TENANTS: rc = copy_str("tenants", optarg, c->tenants_file, sizeof(c->tenants_file), err); break;
+        case O_METRICS:
+            rc = kf_metrics_listen_check(optarg, err);
+            if (rc == 0)
+                rc = copy_str("metrics-listen", optarg, c->metrics_listen, sizeof(c->metrics_listen), err);
+            break;
         case O_POLICY:
             if (!strcmp(optarg, "spread"))
                 c->policy = KF_PLACE_SPREAD;

@@ -44,6 +44,7 @@ typedef struct kf_sched_config {
     char tenants_file[PATH_MAX]; /* empty: no tenancy (one anonymous tenant) */
     uint32_t max_calls;
     bool log_debug;
+    char metrics_listen[KF_SCHED_ADDR_MAX]; /* "" = no /metrics, /healthz, /readyz */
 } kf_sched_config;
 
 void kf_sched_config_defaults(kf_sched_config *c);
@@ -126,6 +127,10 @@ int kf_view_statuses(kf_view *v, const char *after, size_t max, kf_node_status *
  * at `revision` (NULL = deleted) without waiting for the watch, so the
  * next pick sees it. Watch events older than `revision` are ignored. */
 void kf_view_set_admin(kf_view *v, const char *node, const kf_node_admin *admin, int64_t revision);
+/* kf_view_ready - true once every range was listed and while every watch
+ * is connected to etcd; else false with the reason in reason[0..size).
+ * For /readyz: takes the view lock briefly, no etcd request. */
+bool kf_view_ready(kf_view *v, char *reason, size_t size);
 /* kf_view_client - the (cached) gRPC client for an agent address; one per
  * address, kept until kf_view_free, so a handler may use it unlocked. */
 int kf_view_client(kf_view *v, const kf_node_addr *node, kf_grpc_client **out, kf_error *err);
@@ -195,6 +200,7 @@ typedef struct kf_sched {
     kf_view *view;
     kf_session_table *sessions;
     kf_tenants *tenants; /* NULL: no tenancy, every caller is the anonymous tenant "" */
+    struct kf_sched_metrics *metrics; /* sched_metrics.c; set before any thread starts */
 } kf_sched;
 
 /* auth.c: kf_sched_authenticate - the caller's tenant from its
