@@ -1,7 +1,8 @@
 """/metrics, /healthz and /readyz of kfleet-agent and kfleet-scheduler
 (--metrics-listen), against a real etcd, a real agent registered in it and a
 real scheduler: the counters and histograms move with what the cluster does
-(a create, an execute, an execution over its time limit, a kernel restart),
+(a create, an execute, an execution over its time limit, a kernel restart,
+an OOM kill),
 `promtool check metrics` accepts both outputs, readiness follows etcd
 registration and the scheduler's etcd watches, the HTTP side refuses what it
 does not serve without harm to the daemon, `kfleetctl top --once` shows the
@@ -182,6 +183,20 @@ def test_metrics_move(fleet):
     a4 = parse(scrape(agent.metrics))
     assert value(a4, "kfleet_agent_kernel_restarts_total") >= value(a3, "kfleet_agent_kernel_restarts_total") + 1
     c.delete(sess.id)
+
+    # an OOM kill: counted, and the kernel it took is restarted
+    small = c.create(memory_bytes=256 << 20)
+    try:
+        a5 = parse(scrape(agent.metrics))
+        res = c.execute(small.id, "a = bytearray(2 << 30)")
+        assert res.status == "EXEC_STATUS_OUT_OF_MEMORY", res.pb
+        a6 = parse(scrape(agent.metrics))
+        assert value(a6, "kfleet_agent_oom_kills_total") >= value(a5, "kfleet_agent_oom_kills_total") + 1
+        assert value(a6, "kfleet_agent_executions_total", status="out_of_memory") == \
+            value(a5, "kfleet_agent_executions_total", status="out_of_memory") + 1
+        assert value(a6, "kfleet_agent_kernel_restarts_total") >= value(a5, "kfleet_agent_kernel_restarts_total") + 1
+    finally:
+        c.delete(small.id)
 
 
 def test_promtool_accepts_both(fleet):
