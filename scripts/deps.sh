@@ -13,6 +13,8 @@ PKGS=(
   python3-pytest python3-grpcio python3-grpc-tools
   e2fsprogs util-linux iproute2 nftables procps openssl ca-certificates
   etcd-server etcd-client
+  dpkg-dev file python3-yaml
+  prometheus    # promtool: the integration tests check the /metrics output with it
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -5,7 +5,7 @@
  *   kfleetctl [--server ADDR] [--token T] [-o table|json] NOUN VERB ...
  *
  * Each noun lives in its own file (cmd_session.c, cmd_exec.c, cmd_file.c,
- * cmd_node.c, cmd_bench.c, cmd_plan.c) and receives argv starting at the noun. The server address
+ * cmd_node.c, cmd_top.c, cmd_bench.c, cmd_plan.c) and receives argv starting at the noun. The server address
  * defaults to $KFLEET_SERVER, else the local agent's socket; the token to
  * $KFLEET_TOKEN.
  */
@@ -34,6 +34,7 @@ static const kf_cli_noun nouns[] = {
     {"exec", "ID [CODE | -f FILE | -]", "run code in a session, streaming its output", kf_cmd_exec},
     {"file", "upload|download|list|delete", "move files in and out of a session's /mnt/data", kf_cmd_file},
     {"node", "list|get|cordon|uncordon", "inspect and cordon the cluster's nodes (scheduler)", kf_cmd_node},
+    {"top", "[--once]", "a live view of the cluster's nodes (scheduler)", kf_cmd_top},
     {"bench", "...", "load-test a server", kf_cmd_bench},
     {"plan", "simulate|drain|lose|fit", "capacity planning: simulate a workload, what-ifs of the cluster", kf_cmd_plan},
 };

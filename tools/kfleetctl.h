@@ -1,7 +1,7 @@
 /* kfleetctl.h - what the kfleetctl command files share: the global options,
  * the exit codes, option-parsing and dispatch helpers, and the entry point
  * of each noun (one file per noun: cmd_session.c, cmd_exec.c, cmd_file.c,
- * cmd_node.c, cmd_bench.c, cmd_plan.c). Internal to tools/.
+ * cmd_node.c, cmd_top.c, cmd_bench.c, cmd_plan.c). Internal to tools/.
  *
  * Every command returns its process exit code; nothing below main() calls
  * exit(). Messages for the user go to stderr prefixed with "kfleetctl";
@@ -155,6 +155,7 @@ int kf_cmd_exec(int argc, char **argv, const kf_cli_globals *g);
 int kf_cmd_file(int argc, char **argv, const kf_cli_globals *g);
 int kf_cmd_node(int argc, char **argv, const kf_cli_globals *g);
 int kf_cmd_plan(int argc, char **argv, const kf_cli_globals *g);
+int kf_cmd_top(int argc, char **argv, const kf_cli_globals *g);
 
 /* cmd_node.c, shared with cmd_drain.c: a failed kfleet.v1.Cluster call
  * reported (UNIMPLEMENTED: "not a scheduler"), and the default --who. */

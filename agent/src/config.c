@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kf/cleanup.h"
+#include "kf/metrics_http.h"
 #include "kf/util.h"
 
 #define MiB (1024ULL * 1024)
@@ -67,6 +68,8 @@ static void usage(void) {
            "  --max-output SIZE      output per execution (default 16M)\n"
            "  --max-upload SIZE      per uploaded file (default 1G)\n"
            "  --exec-grace DUR       interrupt-to-restart grace (default 2s)\n"
+           "  --metrics-listen HOST:PORT  serve /metrics, /healthz, /readyz over HTTP\n"
+           "                         (e.g. 127.0.0.1:9465; default: off)\n"
            "  --tls-cert FILE --tls-key FILE   serve --listen-tcp over TLS (PEM)\n"
            "  --tls-client-ca FILE   and require client certificates signed by this CA (mTLS)\n"
            "Cluster (all optional; without --etcd the node stands alone):\n"
@@ -177,7 +180,7 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
         O_UIDBASE, O_DMEM, O_MMEM, O_DTO, O_MTO, O_DDISK, O_MDISK, O_IDLE, O_LIFE, O_MOUT, O_MUP,
         O_GRACE, O_DEBUG, O_PURGE, O_HELP, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ETCD, O_ETCDCA,
         O_ETCDCERT, O_ETCDKEY, O_ETCDUSER, O_ETCDPW, O_LEASETTL, O_ADVERTISE, O_LABEL, O_CAPMEM,
-        O_CAPCPU, O_DRAINSTOP,
+        O_CAPCPU, O_DRAINSTOP, O_METRICS,
     };
     static const struct option opts[] = {
         {"state-dir", 1, 0, O_STATE},     {"listen", 1, 0, O_LISTEN},
@@ -200,17 +203,23 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
         {"lease-ttl", 1, 0, O_LEASETTL},  {"advertise", 1, 0, O_ADVERTISE},
         {"label", 1, 0, O_LABEL},         {"capacity-memory", 1, 0, O_CAPMEM},
         {"capacity-cpu", 1, 0, O_CAPCPU}, {"drain-on-stop", 1, 0, O_DRAINSTOP},
+        {"metrics-listen", 1, 0, O_METRICS},
         {0, 0, 0, 0},
     };
     optind = 1;
     int o, r = 0;
     uint64_t v64;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        const char *name = o >= O_STATE && o <= O_DRAINSTOP ? opts[o - O_STATE].name : "?";
+        const char *name = o >= O_STATE && o <= O_METRICS ? opts[o - O_STATE].name : "?";
         switch (o) {
         case O_STATE: r = copy_str(name, optarg, c->state_dir, sizeof(c->state_dir), err); break;
         case O_LISTEN: r = copy_str(name, optarg, c->listen_unix, sizeof(c->listen_unix), err); break;
         case O_TCP: r = copy_str(name, optarg, c->listen_tcp, sizeof(c->listen_tcp), err); break;
+        case O_METRICS:
+            r = kf_metrics_listen_check(optarg, err);
+            if (r == 0)
+                r = copy_str(name, optarg, c->metrics_listen, sizeof(c->metrics_listen), err);
+            break;
         case O_SANDBOX: r = copy_str(name, optarg, c->sandbox_bin, sizeof(c->sandbox_bin), err); break;
         case O_ROOTFS: r = copy_str(name, optarg, c->rootfs, sizeof(c->rootfs), err); break;
         case O_PYTHON: r = copy_str(name, optarg, c->python, sizeof(c->python), err); break;

@@ -26,6 +26,7 @@ typedef struct kf_agent_config {
     char state_dir[256];      /* sessions' records, volumes, mount points */
     char listen_unix[256];    /* unix socket path of the gRPC API */
     char listen_tcp[128];     /* optional "host:port" */
+    char metrics_listen[128]; /* optional "host:port" of /metrics, /healthz, /readyz */
     char sandbox_bin[PATH_MAX];
     char rootfs[PATH_MAX];    /* system image for sandboxes */
     char python[PATH_MAX];    /* interpreter inside the image */

@@ -11,6 +11,7 @@
 #include "cgroup.h"
 #include "kf/log.h"
 #include "kf/util.h"
+#include "metrics.h"
 
 #define STEP_MS 100 /* how often a waiting execution looks at its client */
 
@@ -240,7 +241,7 @@ int kf_exec_run(kf_agent *a, kf_session *s, const char *code, size_t len, uint32
     }
 
     exec_ctx x = {.sink = sink, .max_bytes = a->cfg.max_output_bytes};
-    int64_t t0 = kf_mono_ms();
+    int64_t t0 = kf_mono_ms(), t0_us = kf_mono_us();
     int r = 0;
     if (s->notice[0]) {
         emit_notice(&x, s->notice);
@@ -275,6 +276,7 @@ int kf_exec_run(kf_agent *a, kf_session *s, const char *code, size_t len, uint32
     r = wait_until(s, &x, deadline, &oc, &werr);
     Kfleet__V1__ExecStatus status = KFLEET__V1__EXEC_STATUS__EXEC_STATUS_OK;
     int restarted = 0;
+    uint64_t oom_kills = 0; /* for the metrics: read where the outcome needs it anyway */
     char msg[256] = "";
 
     if (r == -ETIMEDOUT || r == -ECANCELED) {
@@ -302,7 +304,9 @@ int kf_exec_run(kf_agent *a, kf_session *s, const char *code, size_t len, uint32
         kf_session_state now = session_state(a, s);
         int moving = now == KF_SS_EXPORTED; /* a forced export killed it */
         int deleting = now == KF_SS_DELETING || now == KF_SS_EXPIRED || moving;
-        if (oom_count(s) > oom_before) {
+        uint64_t oom_after = oom_count(s);
+        oom_kills = oom_after > oom_before ? oom_after - oom_before : 0;
+        if (oom_kills) {
             status = KFLEET__V1__EXEC_STATUS__EXEC_STATUS_OUT_OF_MEMORY;
             snprintf(msg, sizeof(msg),
                      "out of memory: the kernel was killed at the session's %llu MiB limit and "
@@ -330,11 +334,14 @@ int kf_exec_run(kf_agent *a, kf_session *s, const char *code, size_t len, uint32
         status = oc.status == KF_EXEC_REPLY_OK      ? KFLEET__V1__EXEC_STATUS__EXEC_STATUS_OK
                  : oc.status == KF_EXEC_REPLY_ERROR ? KFLEET__V1__EXEC_STATUS__EXEC_STATUS_ERROR
                                                     : KFLEET__V1__EXEC_STATUS__EXEC_STATUS_INTERRUPTED;
-        if (oom_count(s) > oom_before)
+        uint64_t oom_after = oom_count(s);
+        oom_kills = oom_after > oom_before ? oom_after - oom_before : 0;
+        if (oom_kills)
             snprintf(msg, sizeof(msg), "a process in the session was killed: out of memory");
     }
     if (!x.sink_failed)
         emit_result(&x, status, s, t0, restarted, msg);
+    kf_agent_metrics_execute(a->metrics, status, t0_us, oom_kills);
 
     pthread_mutex_lock(&a->table_lock);
     s->last_active_ms = kf_unix_ms();

@@ -18,6 +18,7 @@
 
 #include "cgroup.h"
 #include "config.h"
+#include "metrics.h"
 #include "kf/log.h"
 #include "kf/util.h"
 #include "registry.h"
@@ -129,6 +130,10 @@ int main(int argc, char **argv) {
     if (cfg.purge)
         return purge(a);
 
+    if (kf_agent_metrics_new(a, &a->metrics, &err) < 0) {
+        kf_err("%s", err.msg);
+        return 1;
+    }
     size_t n_methods;
     const kf_method *methods = kf_service_methods(a, &n_methods);
     kf_server *srv;
@@ -154,6 +159,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     chmod(cfg.listen_unix, 0660);
+    if (kf_agent_metrics_serve(a->metrics, &err) < 0) {
+        kf_err("%s", err.msg);
+        return 1;
+    }
     if (kf_pool_start(a) < 0 || kf_reaper_start(a) < 0) {
         kf_err("cannot start background threads");
         return 1;
@@ -172,6 +181,7 @@ int main(int argc, char **argv) {
     if (sig == SIGTERM)
         kf_self_drain(a, &stop); /* with --drain-on-stop: move the sessions away first */
     kf_info("signal %d: stopping (sessions keep running)", sig);
+    kf_agent_metrics_stop(a->metrics); /* its handlers read the table and the registry */
     kf_pool_stop(a);
     kf_reaper_stop(a);
     kf_server_free(srv);
@@ -196,6 +206,7 @@ int main(int argc, char **argv) {
         p->conn = NULL;
     }
     zmq_ctx_term(a->zmq_ctx);
+    a->metrics = kf_agent_metrics_free(a->metrics); /* every thread that counts has stopped */
     kf_info("stopped");
     return 0;
 }

@@ -32,6 +32,7 @@
 #include "kf/etcd.h"
 #include "kf/log.h"
 #include "kf/util.h"
+#include "metrics.h"
 
 #define USAGE_INTERVAL_MS 1000 /* poll, and at most one usage write, per second */
 #define ADMIN_INTERVAL_MS 5000
@@ -379,6 +380,8 @@ int kf_registry_new(kf_agent *a, kf_registry **out, kf_error *err) {
         .key_file = c->etcd_key[0] ? c->etcd_key : NULL,
         .username = c->etcd_user[0] ? c->etcd_user : NULL,
         .password = password,
+        .observe = kf_etcd_metrics_observe,
+        .observe_userdata = kf_agent_metrics_etcd(a->metrics),
     };
     if (rc == 0)
         rc = kf_etcd_client_new(&o, &r->etcd, err); /* copies the strings */

@@ -27,6 +27,7 @@
 #include "kf/cleanup.h"
 #include "kf/log.h"
 #include "kf/util.h"
+#include "metrics.h"
 #include "volume.h"
 
 extern char **environ;
@@ -312,6 +313,7 @@ int kf_sandbox_restart_kernel(kf_agent *a, kf_session *s, kf_error *err) {
     if (kill(s->pid1, SIGUSR1) < 0)
         return kf_error_set(err, -errno, KF_ST_UNAVAILABLE, "cannot signal the sandbox");
     s->kernel_restarts++;
+    kf_agent_metrics_kernel_restart(a->metrics);
     /* Wait for the old kernel to be gone before looking for the new one. */
     if (s->kernel_pidfd >= 0) {
         struct pollfd pfd = {.fd = s->kernel_pidfd, .events = POLLIN};

@@ -112,6 +112,8 @@ typedef struct kf_agent {
     /* cluster registration (registry.c): NULL without --etcd; set before
      * the server starts, freed after it stops */
     struct kf_registry *registry;
+    /* metrics (metrics.c): set before any thread starts, freed last */
+    struct kf_agent_metrics *metrics;
     /* sums of the limits of the sessions in the index (kept by insert/remove) */
     uint64_t memory_reserved_bytes;
     uint64_t cpu_reserved_millis;

@@ -14,6 +14,7 @@
 #include "cgroup.h"
 #include "kf/log.h"
 #include "kf/util.h"
+#include "metrics.h"
 
 static void format_duration(uint64_t s, char *out, size_t size) {
     if (s % 3600 == 0 && s >= 3600)
@@ -79,6 +80,7 @@ int kf_op_create(kf_agent *a, const char *id, const char *tenant, const kf_limit
     int r = kf_limits_resolve(&a->cfg, req, &l, err);
     if (r < 0)
         return r;
+    int64_t t0_us = kf_mono_us();
     if ((r = kf_agent_room(a, err)) < 0)
         return r;
 
@@ -108,8 +110,10 @@ int kf_op_create(kf_agent *a, const char *id, const char *tenant, const kf_limit
     }
     if (!s) {
         s = kf_session_start_cold(a, &l, err);
-        if (!s)
+        if (!s) {
+            kf_agent_metrics_create(a->metrics, false, false, t0_us);
             return err ? err->code : -EIO;
+        }
     }
     if (id)
         snprintf(s->id, sizeof(s->id), "%s", id);
@@ -130,6 +134,7 @@ int kf_op_create(kf_agent *a, const char *id, const char *tenant, const kf_limit
         pthread_mutex_unlock(&s->lock);
         kf_agent_slot_free(a, s->slot);
         kf_session_unref(a, s);
+        kf_agent_metrics_create(a->metrics, false, false, t0_us);
         return r;
     }
     /* After the insert: a usage snapshot that counts this create also
@@ -137,6 +142,7 @@ int kf_op_create(kf_agent *a, const char *id, const char *tenant, const kf_limit
     pthread_mutex_lock(&a->table_lock);
     s->create_seq = ++a->creates_total;
     pthread_mutex_unlock(&a->table_lock);
+    kf_agent_metrics_create(a->metrics, true, s->from_pool, t0_us);
     kf_info("session %s created (sandbox %s, %s)", s->id, s->sbid, s->from_pool ? "warm" : "cold");
     *out = s;
     return 0;

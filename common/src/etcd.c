@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kf/cleanup.h"
+#include "kf/util.h"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc = CURLE_FAILED_INIT;
@@ -90,6 +91,8 @@ int kf_etcd_client_new(const kf_etcd_opts *opts, kf_etcd **out, kf_error *err) {
     c->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms : 2000;
     c->watch_idle_timeout_ms = opts->watch_idle_timeout_ms == 0 ? 15 * 60 * 1000L : opts->watch_idle_timeout_ms;
     c->max_response = opts->max_response_bytes ? opts->max_response_bytes : KF_ETCD_DEFAULT_MAX_RESPONSE;
+    c->observe = opts->observe;
+    c->observe_ud = opts->observe_userdata;
     if (dup_opt(opts->ca_file, &c->ca_file) < 0 || dup_opt(opts->cert_file, &c->cert_file) < 0 ||
         dup_opt(opts->key_file, &c->key_file) < 0 || dup_opt(opts->username, &c->username) < 0 ||
         dup_opt(opts->password, &c->password) < 0) {
@@ -418,7 +421,10 @@ int kf_etcd_http(kf_etcd *c, CURL *h, const char *path, const cJSON *req, unsign
     /* http_call reads its own error messages back (auth failures), so it
      * always gets an error object. */
     kf_error le = {0};
+    int64_t t0 = c->observe ? kf_mono_us() : 0;
     int r = http_call(c, h, path, req, flags, abort_flag, resp, &le);
+    if (c->observe)
+        c->observe(c->observe_ud, path, kf_mono_us() - t0, r);
     if (r < 0 && err)
         *err = le;
     return r;

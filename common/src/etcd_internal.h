@@ -103,6 +103,8 @@ struct kf_etcd {
     size_t max_response;
     char *ca_file, *cert_file, *key_file;
     char *username, *password;
+    void (*observe)(void *userdata, const char *path, int64_t duration_us, int result);
+    void *observe_ud;
 
     /* Index of the endpoint requests go to first; moves on after a
      * connection failure. Any thread. */

@@ -15,7 +15,7 @@
  * watches from the listing's revision + 1.
  *
  * Fields below the "thread only" line are touched by the watch thread alone;
- * the owner shares only `stop`, `last_rev`, the wake-up condvar and `multi`. */
+ * the owner shares only `stop`, `last_rev`, `connected`, the wake-up condvar and `multi`. */
 #include "etcd_internal.h"
 
 #include <errno.h>
@@ -43,6 +43,7 @@ struct kf_etcd_watch {
     CURLM *multi;
     atomic_bool stop;
     _Atomic int64_t last_rev;
+    atomic_bool connected; /* a stream is established (created), until it breaks */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 
@@ -81,6 +82,7 @@ static bool watch_sleep(kf_etcd_watch *w, int64_t ms) {
 }
 
 static void notify_disconnected(kf_etcd_watch *w, int code, const char *msg) {
+    atomic_store(&w->connected, false);
     kf_etcd_watch_notify n = {.kind = KF_ETCD_WATCH_DISCONNECTED,
                               .revision = w->next_rev - 1,
                               .code = code,
@@ -167,6 +169,7 @@ static bool handle_line(kf_etcd_watch *w, const char *line, size_t len) {
         }
     } else if (m.created) {
         w->created = true;
+        atomic_store(&w->connected, true);
         /* "From now": now is the creation header's revision. */
         if (w->next_rev == 0 && m.header_revision > 0)
             set_next(w, m.header_revision + 1);
@@ -438,6 +441,8 @@ int kf_etcd_watch_prefix(kf_etcd *c, const char *prefix, int64_t start_revision,
 int64_t kf_etcd_watch_revision(kf_etcd_watch *w) {
     return atomic_load(&w->last_rev);
 }
+
+bool kf_etcd_watch_connected(kf_etcd_watch *w) { return atomic_load(&w->connected); }
 
 kf_etcd_watch *kf_etcd_watch_stop(kf_etcd_watch *w) {
     if (!w)

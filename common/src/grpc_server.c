@@ -59,6 +59,7 @@ struct kf_call {
     const kf_method *method;
     int sent_initial_md;
     int finished;
+    kf_status status; /* what the call was finished with */
     int close_done;
     int cancelled;
     int recv_eof;
@@ -173,13 +174,17 @@ int kf_call_finish(kf_call *c, kf_status status, const char *message) {
     grpc_slice_unref(details);
     c->sent_initial_md = 1;
     c->finished = 1;
+    c->status = status;
     return r;
 }
+
+kf_status kf_call_status(kf_call *c) { return c->status; }
 
 int kf_call_reply(kf_call *c, const ProtobufCMessage *msg) {
     int r = kf_call_send(c, msg);
     if (r < 0) {
         c->finished = 1; /* client is gone; nothing more to send */
+        c->status = KF_ST_CANCELLED;
         return r;
     }
     return kf_call_finish(c, KF_ST_OK, "");

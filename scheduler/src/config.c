@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kf/metrics_http.h"
 #include "scheduler.h"
 
 void kf_sched_config_defaults(kf_sched_config *c) {
@@ -45,6 +46,8 @@ static void usage(void) {
            "                         (default 30, 0..86400)\n"
            "  --reconcile-interval SECONDS  the leader compares session records with every\n"
            "                         node's sessions this often (default 30, 1..86400)\n"
+           "  --metrics-listen HOST:PORT  serve /metrics, /healthz, /readyz over HTTP\n"
+           "                         (e.g. 127.0.0.1:9464; default: off)\n"
            "  --debug                verbose logs\n");
 }
 
@@ -80,7 +83,7 @@ static int copy_str(const char *name, const char *v, char *dst, size_t size, kf_
 
 int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *err) {
     enum { O_ETCD = 256, O_LISTEN, O_LISTEN_TCP, O_POLICY, O_CA, O_CERT, O_KEY, O_MAX_CALLS, O_DEBUG,
-           O_TENANTS, O_ID, O_LEADER_TTL, O_NODE_GRACE, O_RECONCILE };
+           O_TENANTS, O_ID, O_LEADER_TTL, O_NODE_GRACE, O_RECONCILE, O_METRICS };
     static const struct option opts[] = {
         {"etcd", required_argument, NULL, O_ETCD},
         {"listen", required_argument, NULL, O_LISTEN},
@@ -95,6 +98,7 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         {"leader-ttl", required_argument, NULL, O_LEADER_TTL},
         {"node-grace", required_argument, NULL, O_NODE_GRACE},
         {"reconcile-interval", required_argument, NULL, O_RECONCILE},
+        {"metrics-listen", required_argument, NULL, O_METRICS},
         {"debug", no_argument, NULL, O_DEBUG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -110,6 +114,11 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         case O_CERT: rc = copy_str("node-tls-cert", optarg, c->node_tls_cert, sizeof(c->node_tls_cert), err); break;
         case O_KEY: rc = copy_str("node-tls-key", optarg, c->node_tls_key, sizeof(c->node_tls_key), err); break;
         case O_TENANTS: rc = copy_str("tenants", optarg, c->tenants_file, sizeof(c->tenants_file), err); break;
+        case O_METRICS:
+            rc = kf_metrics_listen_check(optarg, err);
+            if (rc == 0)
+                rc = copy_str("metrics-listen", optarg, c->metrics_listen, sizeof(c->metrics_listen), err);
+            break;
         case O_POLICY:
             if (!strcmp(optarg, "spread"))
                 c->policy = KF_PLACE_SPREAD;

@@ -34,6 +34,7 @@
 #include "kf/util.h"
 #include "kfleet/v1/agent.pb-c.h"
 #include "kfleet/v1/sessions.pb-c.h"
+#include "sched_metrics.h"
 #include "scheduler.h"
 
 #define DEFAULT_MEMORY KF_SCHED_DEFAULT_MEMORY
@@ -163,6 +164,8 @@ void kf_sched_create(kf_call *c, void *ud) {
     int commits = 0;
 
     while (n_exclude < START_TRIES) {
+        if (commits + n_exclude > 0)
+            kf_sched_metrics_retry(s->metrics); /* placing again: a lost race or a failed start */
         kf_node_addr n;
         char explain[512];
         char id[KF_SESSION_ID_MAX + 1];
@@ -187,6 +190,7 @@ void kf_sched_create(kf_call *c, void *ud) {
             return;
         }
         if (!won) {
+            kf_sched_metrics_conflict(s->metrics);
             kf_view_unreserve(s->view, n.node, id);
             if (++commits >= COMMIT_TRIES) {
                 kf_call_finish(c, KF_ST_ABORTED, "placement kept losing commit races; retry");

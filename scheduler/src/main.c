@@ -36,6 +36,8 @@
  *  - leader key watch ....... (etcd_watch.c) wakes the election thread when
  *                             the key changes (a dead leader's key expired)
  *  - gRPC core's own threads (timers, executor)
+ *  - nng's HTTP threads ..... (--metrics-listen, sched_metrics.c) /metrics,
+ *                             /healthz, /readyz: copy the view out, no etcd I/O
  * The etcd client is shared (its unary calls serialise on its own mutex,
  * ~1 ms each on loopback); each watch has its own HTTP handle.
  */
@@ -50,6 +52,7 @@
 
 #include "kf/log.h"
 #include "kf/util.h"
+#include "sched_metrics.h"
 #include "scheduler.h"
 
 #define START_LIST_WAIT_MS 5000
@@ -83,8 +86,13 @@ int main(int argc, char **argv) {
         return 2;
     }
 
+    if (kf_sched_metrics_new(s, &s->metrics, &err) < 0) {
+        kf_err("%s", err.msg);
+        return 1;
+    }
     kf_etcd_opts eo = {.endpoints = s->cfg.etcd_endpoints, .request_timeout_ms = 3000,
-                       .connect_timeout_ms = 1000};
+                       .connect_timeout_ms = 1000, .observe = kf_etcd_metrics_observe,
+                       .observe_userdata = kf_sched_metrics_etcd(s->metrics)};
     if (kf_etcd_client_new(&eo, &s->etcd, &err) < 0 ||
         kf_view_start(s->etcd, &s->cfg, START_LIST_WAIT_MS, &s->view, &err) < 0 ||
         kf_session_table_start(s->etcd, START_LIST_WAIT_MS, &s->sessions, &err) < 0 ||
@@ -108,7 +116,7 @@ int main(int argc, char **argv) {
     snprintf(addr, sizeof(addr), "unix:%.*s", (int)sizeof(s->cfg.listen_unix) - 1, s->cfg.listen_unix);
     if (kf_server_listen(srv, addr, &err) < 0 ||
         (s->cfg.listen_tcp[0] && kf_server_listen(srv, s->cfg.listen_tcp, &err) < 0) ||
-        kf_server_start(srv, &err) < 0) {
+        kf_server_start(srv, &err) < 0 || kf_sched_metrics_serve(s->metrics, &err) < 0) {
         kf_err("%s", err.msg);
         return 1;
     }
@@ -131,12 +139,14 @@ int main(int argc, char **argv) {
             kf_err("SIGHUP: tenants not reloaded, the previous ones stay: %s", e.msg);
     }
     kf_info("signal %d: stopping", sig);
+    kf_sched_metrics_stop(s->metrics); /* its handlers read the view */
     s->leader = kf_leader_free(s->leader); /* resigns: a successor takes over at once */
     kf_server_free(srv);                    /* waits for every handler */
     s->sessions = kf_session_table_free(s->sessions);
     s->view = kf_view_free(s->view);
     s->etcd = kf_etcd_client_free(s->etcd);
     s->tenants = kf_tenants_free(s->tenants);
+    s->metrics = kf_sched_metrics_free(s->metrics);
     unlink(s->cfg.listen_unix);
     kf_info("stopped");
     return 0;

@@ -52,6 +52,7 @@ typedef struct kf_sched_config {
     uint32_t leader_ttl_s;        /* --leader-ttl: the leader lease's TTL */
     uint32_t node_grace_s;        /* --node-grace: a node gone this long loses its sessions */
     uint32_t reconcile_s;         /* --reconcile-interval: records vs agents, every node */
+    char metrics_listen[KF_SCHED_ADDR_MAX]; /* "" = no /metrics, /healthz, /readyz */
 } kf_sched_config;
 
 void kf_sched_config_defaults(kf_sched_config *c);
@@ -136,6 +137,10 @@ int kf_view_statuses(kf_view *v, const char *after, size_t max, kf_node_status *
  * at `revision` (NULL = deleted) without waiting for the watch, so the
  * next pick sees it. Watch events older than `revision` are ignored. */
 void kf_view_set_admin(kf_view *v, const char *node, const kf_node_admin *admin, int64_t revision);
+/* kf_view_ready - true once every range was listed and while every watch
+ * is connected to etcd; else false with the reason in reason[0..size).
+ * For /readyz: takes the view lock briefly, no etcd request. */
+bool kf_view_ready(kf_view *v, char *reason, size_t size);
 /* kf_view_client - the (cached) gRPC client for an agent address; one per
  * address, kept until kf_view_free, so a handler may use it unlocked. */
 int kf_view_client(kf_view *v, const kf_node_addr *node, kf_grpc_client **out, kf_error *err);
@@ -249,6 +254,7 @@ typedef struct kf_sched {
     kf_session_table *sessions;
     kf_tenants *tenants; /* NULL: no tenancy, every caller is the anonymous tenant "" */
     kf_leader *leader;
+    struct kf_sched_metrics *metrics; /* sched_metrics.c; set before any thread starts */
 } kf_sched;
 
 /* ---- leader.c: election; the leader's loops run on its thread ------------ */

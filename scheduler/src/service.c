@@ -1,10 +1,13 @@
 /* service.c - the method table the scheduler serves: kfleet.v1.Sessions
  * (CreateSession places (create.c), ListSessions fans out, everything else
  * is forwarded to the session's node (proxy.c)), followed by
- * kfleet.v1.Cluster (cluster_nodes.c, cordon.c). */
+ * kfleet.v1.Cluster (cluster_nodes.c, cordon.c). CreateSession and the
+ * forwarded streams are timed around their handlers (sched_metrics.c). */
 #include "cluster.h"
 #include "kf/cleanup.h"
+#include "kf/util.h"
 #include "kfleet/v1/sessions.pb-c.h"
+#include "sched_metrics.h"
 #include "scheduler.h"
 #include "service.h"
 
@@ -27,16 +30,31 @@ static kf_route routes[] = {
     {NULL, SVC "DeleteFile", KF_ROUTE_UNARY, D(delete_file_request), D(delete_file_response)},
 };
 
+/* CreateSession and Execute, timed and counted around their handlers. */
+static void metered_create(kf_call *c, void *ud) {
+    kf_sched *s = ud;
+    int64_t t0 = kf_mono_us();
+    kf_sched_create(c, ud);
+    kf_sched_metrics_create(s->metrics, kf_call_status(c) == KF_ST_OK, t0);
+}
+
+static void metered_proxy(kf_call *c, void *ud) {
+    const kf_route *r = ud;
+    int64_t t0 = kf_mono_us();
+    kf_sched_proxy(c, ud);
+    kf_sched_metrics_forwarded(r->s->metrics, r->path, t0);
+}
+
 #define N_CLUSTER_METHODS 9 /* checked below against cluster_nodes.c's table */
 static kf_method methods[KF_ARRAY_SIZE(routes) + N_CLUSTER_METHODS];
 
 const kf_method *kf_sched_methods(kf_sched *s, size_t *n) {
     for (size_t i = 0; i < KF_ARRAY_SIZE(routes); i++) {
         routes[i].s = s;
-        kf_handler_fn fn = kf_sched_proxy;
+        kf_handler_fn fn = routes[i].kind == KF_ROUTE_SERVER_STREAM ? metered_proxy : kf_sched_proxy;
         void *ud = &routes[i];
         if (i == 0) {
-            fn = kf_sched_create;
+            fn = metered_create;
             ud = s;
         } else if (i == 2) {
             fn = kf_sched_list;

@@ -394,6 +394,24 @@ static int on_watch(const kf_etcd_watch_notify *n, void *ud) {
     return 0;
 }
 
+bool kf_view_ready(kf_view *v, char *reason, size_t size) {
+    pthread_mutex_lock(&v->mu);
+    int k = 0;
+    while (k < K_N && v->listed[k])
+        k++;
+    pthread_mutex_unlock(&v->mu);
+    if (k < K_N) {
+        snprintf(reason, size, "the cluster (%s) has not been listed from etcd yet", prefixes[k]);
+        return false;
+    }
+    for (k = 0; k < K_N; k++)
+        if (!v->watch[k] || !kf_etcd_watch_connected(v->watch[k])) {
+            snprintf(reason, size, "lost etcd: the watch on %s is reconnecting", prefixes[k]);
+            return false;
+        }
+    return true;
+}
+
 int kf_view_start(kf_etcd *c, const kf_sched_config *cfg, int wait_ms, kf_view **out,
                   kf_error *err) {
     kf_view *v = calloc(1, sizeof(*v));

@@ -29,17 +29,21 @@ static void test_node_info(void **state) {
 static void test_usage_exact_integers(void **state) {
     (void)state;
     kf_node_usage u = {.sessions = 3, .pool_ready = 1, .pool_target = 2,
-                       .memory_reserved_bytes = (1ULL << 53) + 1, .cpu_reserved_millis = 999999999999999ULL};
+                       .memory_reserved_bytes = (1ULL << 53) + 1, .cpu_reserved_millis = 999999999999999ULL,
+                       .creates = 7};
     char *j = kf_node_usage_json(&u, 1000000000000000LL);
     assert_non_null(j);
     assert_string_equal(j, "{\"sessions\":3,\"pool_ready\":1,\"pool_target\":2,"
                            "\"memory_reserved_bytes\":\"9007199254740993\","
-                           "\"cpu_reserved_millis\":999999999999999,"
+                           "\"cpu_reserved_millis\":999999999999999,\"creates\":7,"
                            "\"updated_unix_ms\":\"1000000000000000\"}");
     free(j);
     kf_node_usage v = u;
     assert_true(kf_node_usage_equal(&u, &v));
     v.pool_ready = 0;
+    assert_false(kf_node_usage_equal(&u, &v));
+    v = u;
+    v.creates++; /* a create and a delete between two records still counts as a change */
     assert_false(kf_node_usage_equal(&u, &v));
 }
 

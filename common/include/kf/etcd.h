@@ -77,6 +77,15 @@ typedef struct kf_etcd_opts {
      * token is invalid (expired, or the server restarted). */
     const char *username;
     const char *password;
+    /* Optional: called after every request made with kf_etcd_http (unary
+     * calls, keepalives, a watch's re-list; not the watch stream itself)
+     * with the API path ("/v3/kv/range"), its duration in microseconds
+     * (all endpoints tried, auth included) and its result (0 or -errno).
+     * Runs on the requesting thread, with the client's request mutex held
+     * for unary calls: it must be thread-safe and must not block or call the
+     * client (a metrics histogram). */
+    void (*observe)(void *userdata, const char *path, int64_t duration_us, int result);
+    void *observe_userdata;
 } kf_etcd_opts;
 
 /* One key-value pair as etcd stores it. key and value are malloc'd and
@@ -355,6 +364,11 @@ int kf_etcd_watch_prefix(kf_etcd *c, const char *prefix, int64_t start_revision,
 /* kf_etcd_watch_revision - the last revision the watch has delivered (all
  * changes up to it were passed to cb). Thread-safe. */
 int64_t kf_etcd_watch_revision(kf_etcd_watch *w);
+
+/* kf_etcd_watch_connected - true while the watch has a stream the server
+ * confirmed (created) and it has not broken since; false before the first
+ * one and while reconnecting. Thread-safe, non-blocking (readiness checks). */
+bool kf_etcd_watch_connected(kf_etcd_watch *w);
 
 /* kf_etcd_watch_stop - close the stream, join the thread (promptly: the
  * poll loop is woken, no timeout is waited out), free the watch. No callback

@@ -95,6 +95,10 @@ int kf_call_metadata(kf_call *c, const char *key, char *buf, size_t size);
 /* kf_call_deadline_ms - the call's deadline as kf_mono_ms() time, or
  * INT64_MAX when there is none. */
 int64_t kf_call_deadline_ms(kf_call *c);
+/* kf_call_status - the status the handler finished the call with (for
+ * metrics around a handler): KF_ST_OK while unfinished, KF_ST_CANCELLED if
+ * the client was gone before the reply. */
+kf_status kf_call_status(kf_call *c);
 
 const char *kf_call_method(kf_call *c);
 
