@@ -4,6 +4,7 @@
  * the drain record.
  *
  * A worker's pass (every PASS_MS):
+ *  - the record is read: a cancel (CancelDrain) stops new moves at once;
  *  - sessions the table shows on the node but the record lacks (a create
  *    that raced the cordon) are added as pending;
  *  - finished movers report: moved, gone, or failed (retried RETRY_MS
@@ -246,6 +247,25 @@ static bool try_finish(worker *w, bool past_deadline) {
     return true;
 }
 
+/* Reads the record: a state set from outside (CancelDrain, the only other
+ * writer while the drain runs) is taken over with its revision, so the
+ * next write merges it with the sessions' states. */
+static void refresh(worker *w) {
+    kf_drain cur = {0};
+    int64_t rev = 0;
+    if (kf_drain_get(w->r->s, w->node, &cur, &rev, NULL) < 0)
+        return;
+    if (cur.state != KF_DRAIN_RUNNING && w->d.state == KF_DRAIN_RUNNING) {
+        w->d.state = cur.state;
+        w->d.ended_unix_ms = cur.ended_unix_ms;
+        snprintf(w->d.message, sizeof(w->d.message), "%s", cur.message);
+        w->rev = rev;
+        kf_info("node %s: drain %s from outside; no new moves", w->node,
+                cur.state == KF_DRAIN_CANCELLED ? "cancelled" : "ended");
+    }
+    kf_drain_done(&cur);
+}
+
 /* Writes the worker's record; on a lost race adopts an outside change of
  * state (a cancel) and tries again next pass. */
 static void write_back(worker *w, bool *dirty) {
@@ -285,6 +305,7 @@ static void *worker_main(void *arg) {
             w->d.sess[i].state = KF_DS_PENDING;
     while (!ended) {
         bool stopping = atomic_load(&r->stop);
+        refresh(w); /* one etcd read a pass: a cancel stops new moves at once */
         dirty |= add_new_sessions(w);
         size_t in_flight = reap_movers(w, &dirty);
         bool past = kf_unix_ms() >= w->d.deadline_unix_ms;

@@ -13,7 +13,7 @@
  *   nodes{state}                          gauge     ready | cordoned | not_ready | draining | drained
  *   cluster_sessions                      gauge     sessions the registered nodes report
  *   cluster_pool_ready, cluster_pool_target gauge   the nodes' warm pools, summed
- *   kfleet_drains_in_progress             gauge     0 until drain exists
+ *   kfleet_drains_in_progress             gauge     nodes whose drain record says running (cluster-wide)
  *   kfleet_etcd_request_duration_seconds{op}, kfleet_etcd_request_errors_total{op}
  *   kfleet_build_info{daemon,version}     gauge     1
  */
@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "cluster.h"
+#include "drain.h"
 #include "kf/cleanup.h"
 #include "kf/daemon_metrics.h"
 #include "scheduler.h"
@@ -54,8 +55,10 @@ static void collect(void *ud) {
     bool more = false;
     if (kf_view_statuses(m->s->view, NULL, SIZE_MAX, &st, &n, &more) < 0)
         return; /* out of memory: the gauges keep their last values */
-    int64_t by_state[N_NODE_STATES] = {0}, sessions = 0, ready = 0, target = 0;
+    kf_cluster_add_drains(m->s, st, n); /* one etcd range: draining/drained states */
+    int64_t by_state[N_NODE_STATES] = {0}, sessions = 0, ready = 0, target = 0, drains = 0;
     for (size_t i = 0; i < n; i++) {
+        drains += st[i].drain_state == KF_DRAIN_RUNNING;
         int ns = (int)kf_node_state(&st[i]);
         by_state[ns > 0 && ns < N_NODE_STATES ? ns : KFLEET__V1__NODE_STATE__NODE_STATE_NOT_READY]++;
         if (!st[i].registered)
@@ -66,6 +69,7 @@ static void collect(void *ud) {
     }
     for (int i = 1; i < N_NODE_STATES; i++)
         kf_gauge_set(m->nodes[i], by_state[i]);
+    kf_gauge_set(m->drains, drains);
     kf_gauge_set(m->sessions, sessions);
     kf_gauge_set(m->pool_ready, ready);
     kf_gauge_set(m->pool_target, target);
@@ -117,7 +121,7 @@ int kf_sched_metrics_new(kf_sched *s, kf_sched_metrics **out, kf_error *err) {
         G(sessions, "kfleet_scheduler_cluster_sessions", "Sessions the registered nodes last reported."),
         G(pool_ready, "kfleet_scheduler_cluster_pool_ready", "Warm sandboxes ready on the registered nodes."),
         G(pool_target, "kfleet_scheduler_cluster_pool_target", "Warm sandboxes the registered nodes aim to keep."),
-        G(drains, "kfleet_drains_in_progress", "Node drains under way (drain is not implemented yet: always 0)."),
+        G(drains, "kfleet_drains_in_progress", "Node drains under way in the cluster (drain records running)."),
     };
     if (r == 0)
         r = kf_metrics_register(m->dm.reg, defs, KF_ARRAY_SIZE(defs), err);

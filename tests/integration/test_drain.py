@@ -4,7 +4,8 @@ to the other nodes under the same id, the files arrive intact, the next
 execution starts with the restart notice and the kernel's memory is gone;
 --cancel stops a drain (the rest stay usable where they are); the deadline
 leaves unmovable (busy) sessions in place, or with --force deletes them,
-and both are reported."""
+and both are reported; an agent asked to stop (SIGTERM, --drain-on-stop)
+drains itself first."""
 import concurrent.futures as cf
 import hashlib
 import os
@@ -52,7 +53,8 @@ def make_agent(etcd, name, i):
     a = h.Agent(pool=0, uid_base=BASE_UID + 300 * i, extra=[
         "--node-name", name, "--etcd", etcd.url, "--listen-tcp", f"127.0.0.1:{port}",
         "--advertise", f"127.0.0.1:{port}", "--lease-ttl", f"{TTL}s",
-        "--capacity-memory", "64G", "--capacity-cpu", "64", "--max-sessions", "60"])
+        "--capacity-memory", "64G", "--capacity-cpu", "64", "--max-sessions", "60",
+        "--drain-on-stop", "150s"])
     a.name = name
     return a
 
@@ -179,9 +181,11 @@ def test_cancel_stops_a_drain(cluster, cc, sc):
     assert r.returncode != 2, (r.stdout, r.stderr)
     r = ctl(cluster, "node", "drain", b, "--cancel")
     assert r.returncode == 1 and "CANCELLED" in r.stdout, (r.stdout, r.stderr)
-    # moves in flight finish; then nothing moves any more
-    time.sleep(3)
-    st = drain_status(cc, b)
+    # the move in flight finishes (or is undone); then nothing moves any more
+    moving = cc.pb.DrainSessionState.Value("DRAIN_SESSION_STATE_MOVING")
+    st = h.wait_for(lambda: (lambda d: d if all(x.state != moving for x in d.sessions) else None)(
+        drain_status(cc, b)), timeout=120)
+    assert st, drain_status(cc, b)
     assert cc.pb.DrainState.Name(st.state) == "DRAIN_STATE_CANCELLED", st
     assert st.moved < len(ids), st
     time.sleep(2)
@@ -200,7 +204,7 @@ def busy(sc, sid, started):
     def go():
         try:
             started.release()
-            sc.run(sid, "import time; time.sleep(25)")
+            sc.execute(sid, "import time; time.sleep(100)")
         except grpc.RpcError:
             pass  # deleted by a forced drain
     t = threading.Thread(target=go, daemon=True)
@@ -218,7 +222,9 @@ def test_deadline_leaves_or_deletes_what_could_not_move(cluster, cc, sc, force):
     for _ in stuck:
         started.acquire()
     time.sleep(1.5)  # the executions are running
-    args = ["node", "drain", c, "--deadline", "4s", "--parallel", "2"] + (["--force"] if force else [])
+    # long enough for the idle session's move on a loaded machine, well
+    # short of the busy ones' executions
+    args = ["node", "drain", c, "--deadline", "25s", "--parallel", "2"] + (["--force"] if force else [])
     r = ctl(cluster, *args)
     assert r.returncode == 1, (r.stdout, r.stderr)
     st = drain_status(cc, c)
@@ -237,10 +243,12 @@ def test_deadline_leaves_or_deletes_what_could_not_move(cluster, cc, sc, force):
             assert ei.value.code() == grpc.StatusCode.NOT_FOUND
     else:
         assert st.left == 2
+        for sid in stuck:  # still on the node, and usable once interrupted
+            assert sc.get(sid).node == c
+            sc.interrupt(sid)
         for t in threads:
             t.join(60)
-        for sid in stuck:  # still on the node, and usable
-            assert sc.get(sid).node == c
+        for sid in stuck:
             assert sc.run(sid, "print(1 + 1)").strip() == "2"
     for sid in ids:
         try:
@@ -265,3 +273,27 @@ def test_bad_drain_requests(cluster, cc):
     assert r.returncode == 2 and "--parallel" in r.stderr
     r = ctl(cluster, "node", "drain", NODES[0], "--status", "--force")
     assert r.returncode == 2
+
+
+def test_agent_sigterm_drains_itself_first(cluster, cc, sc, etcd):
+    c = NODES[2]
+    agent = cluster["agents"][c]
+    ids = sessions_on(cc, sc, c, 2)
+    for sid in ids:
+        sc.run(sid, "open('/mnt/data/keep.txt', 'w').write('kept')")
+    agent.stop(timeout=170)  # SIGTERM: returns once the agent exited
+    assert agent.proc.returncode == 0
+    logs = agent.logs()
+    assert "drain on stop: every session moved away" in logs, logs[-3000:]
+    st = drain_status(cc, c)
+    assert cc.pb.DrainState.Name(st.state) == "DRAIN_STATE_DONE", st
+    assert st.by == "kfleet-agent" and st.moved == 2, st
+    for sid in ids:
+        assert sc.get(sid).node != c
+        notices, out = run_events(sc, sid, "print(open('/mnt/data/keep.txt').read())")
+        assert out.strip() == "kept" and len(notices) == 1 and c in notices[0], (notices, out)
+        sc.delete(sid)
+    # the node stays cordoned until an operator says otherwise; bring it back
+    assert cc.get(c).admin.cordoned
+    agent.start()
+    assert etcd.wait_for(lambda: etcd.get("/kfleet/nodes/" + c), timeout=30)
