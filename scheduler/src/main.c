@@ -72,6 +72,7 @@ int main(int argc, char **argv) {
     kf_etcd_opts eo = {.endpoints = s->cfg.etcd_endpoints, .request_timeout_ms = 3000,
                        .connect_timeout_ms = 1000};
     if (kf_etcd_client_new(&eo, &s->etcd, &err) < 0 ||
+        (kf_request_ids_new(s->etcd, &s->requests) < 0 && kf_error_set(&err, -ENOMEM, 0, "out of memory") < 0) ||
         kf_view_start(s->etcd, &s->cfg, START_LIST_WAIT_MS, &s->view, &err) < 0 ||
         kf_session_table_start(s->etcd, START_LIST_WAIT_MS, &s->sessions, &err) < 0) {
         kf_err("%s", err.msg);
@@ -119,6 +120,7 @@ int main(int argc, char **argv) {
     kf_server_free(srv); /* waits for every handler */
     s->sessions = kf_session_table_free(s->sessions);
     s->view = kf_view_free(s->view);
+    s->requests = kf_request_ids_free(s->requests);
     s->etcd = kf_etcd_client_free(s->etcd);
     s->tenants = kf_tenants_free(s->tenants);
     unlink(s->cfg.listen_unix);

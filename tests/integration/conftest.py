@@ -10,6 +10,17 @@ import kfleet_harness as h  # noqa: E402
 
 
 @pytest.fixture(scope="module")
+def etcd():
+    """A private single-member etcd for the module (modules may override)."""
+    h.require_root()
+    if not os.access(h.Etcd.BIN, os.X_OK):
+        pytest.skip("etcd is not installed")
+    e = h.Etcd().start()
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
 def agent():
     h.require_root()
     a = h.Agent(pool=1, extra=["--max-upload", "8M"]).start()
