@@ -92,15 +92,19 @@ int main(int argc, char **argv) {
     unlink(s->cfg.listen_unix);
     char addr[sizeof(s->cfg.listen_unix) + 8];
     snprintf(addr, sizeof(addr), "unix:%.*s", (int)sizeof(s->cfg.listen_unix) - 1, s->cfg.listen_unix);
+    kf_server_tls tls = {.cert_file = s->cfg.tls_cert, .key_file = s->cfg.tls_key,
+                         .client_ca_file = s->cfg.tls_client_ca[0] ? s->cfg.tls_client_ca : NULL};
     if (kf_server_listen(srv, addr, &err) < 0 ||
-        (s->cfg.listen_tcp[0] && kf_server_listen(srv, s->cfg.listen_tcp, &err) < 0) ||
+        (s->cfg.listen_tcp[0] && !s->cfg.tls_cert[0] && kf_server_listen(srv, s->cfg.listen_tcp, &err) < 0) ||
+        (s->cfg.listen_tcp[0] && s->cfg.tls_cert[0] && kf_server_listen_tls(srv, s->cfg.listen_tcp, &tls, &err) < 0) ||
         kf_server_start(srv, &err) < 0) {
         kf_err("%s", err.msg);
         return 1;
     }
     chmod(s->cfg.listen_unix, 0660);
-    kf_info("serving kfleet.v1.Sessions on %s%s%s (policy %s)", addr,
+    kf_info("serving kfleet.v1.Sessions on %s%s%s%s (policy %s)", addr,
             s->cfg.listen_tcp[0] ? " and " : "", s->cfg.listen_tcp,
+            !s->cfg.tls_cert[0] ? "" : s->cfg.tls_client_ca[0] ? " (mTLS)" : " (TLS)",
             s->cfg.policy == KF_PLACE_BINPACK ? "binpack" : "spread");
 
     int sig = 0;

@@ -40,6 +40,9 @@ typedef struct kf_sched_config {
     char node_tls_ca[PATH_MAX]; /* mTLS to agents; all empty = plaintext */
     char node_tls_cert[PATH_MAX];
     char node_tls_key[PATH_MAX];
+    char tls_cert[PATH_MAX]; /* TLS on --listen-tcp; empty = plaintext */
+    char tls_key[PATH_MAX];
+    char tls_client_ca[PATH_MAX]; /* set: clients need a certificate from this CA */
     kf_place_mode policy;
     char tenants_file[PATH_MAX]; /* empty: no tenancy (one anonymous tenant) */
     uint32_t max_calls;
