@@ -21,6 +21,18 @@ def etcd():
 
 
 @pytest.fixture(scope="module")
+def certs():
+    """A throwaway CA, server and client certificates (h.make_certs)."""
+    import shutil
+    import tempfile
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    d = tempfile.mkdtemp(prefix="kfc-")
+    yield h.make_certs(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
 def agent():
     h.require_root()
     a = h.Agent(pool=1, extra=["--max-upload", "8M"]).start()

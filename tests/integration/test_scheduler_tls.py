@@ -7,7 +7,6 @@ flags checked."""
 import os
 import shutil
 import subprocess
-import tempfile
 
 import grpc
 import pytest
@@ -16,15 +15,6 @@ import kfleet_harness as h
 
 MiB = 1 << 20
 BASE_UID = 300000 + (os.getpid() % 1000) * 1000
-
-
-@pytest.fixture(scope="module")
-def certs():
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed")
-    d = tempfile.mkdtemp(prefix="kfc-")
-    yield h.make_certs(d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
