@@ -424,15 +424,18 @@ int kf_grpc_unary(kf_grpc_client *c, const char *method, const ProtobufCMessage 
 }
 
 /* Starts a call: initial metadata, then `first` (if any) and the
- * half-close (if `close`), in one batch. On success *out owns the call. */
+ * half-close (if `close`), in one batch; with `reply` (only with close)
+ * the same batch also waits for the first response message (*reply, NULL
+ * when the call ended without one: its status is then recorded), which
+ * saves a wake-up per call. On success *out owns the call. */
 static int start_call(kf_grpc_client *c, enum call_kind kind, const char *method,
-                      grpc_byte_buffer *first, bool close, int64_t timeout_ms, kf_grpc_call **out,
-                      kf_rpc_status *st) {
+                      grpc_byte_buffer *first, bool close, grpc_byte_buffer **reply,
+                      int64_t timeout_ms, kf_grpc_call **out, kf_rpc_status *st) {
     _cleanup_grpc_call_ kf_grpc_call *k = NULL;
     int r = call_new(c, kind, method, timeout_ms, &k, st);
     if (r < 0)
         return r;
-    grpc_op ops[3];
+    grpc_op ops[5];
     size_t n = 0;
     memset(ops, 0, sizeof(ops));
     ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -444,13 +447,28 @@ static int start_call(kf_grpc_client *c, enum call_kind kind, const char *method
     }
     if (close)
         ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    if (reply) {
+        assert(close);
+        *reply = NULL;
+        ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[n++].data.recv_initial_metadata.recv_initial_metadata = &k->initial_md;
+        ops[n].op = GRPC_OP_RECV_MESSAGE;
+        ops[n++].data.recv_message.recv_message = reply;
+        k->initial_md_requested = true;
+    }
     kf_rpc_status why;
     r = run_batch(k, ops, n, &why);
     k->half_closed = close;
+    if (r <= 0 && reply) {
+        grpc_byte_buffer_destroy(*reply);
+        *reply = NULL;
+    }
     if (r < 0)
         return fail_call(k, r, &why, st);
     if (r == 0)
         return call_failed(k, first ? "before reading the request" : "before it started", st);
+    if (reply && !*reply)
+        finish_call(k, NULL); /* ended without a message: kf_grpc_raw_recv reports how */
     *out = TAKE_PTR(k);
     return 0;
 }
@@ -463,7 +481,7 @@ int kf_grpc_server_stream_start(kf_grpc_client *c, const char *method, const Pro
     grpc_byte_buffer *send = kf_pb_to_buffer(req);
     if (!send)
         return status_set(st, -ENOMEM, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    int r = start_call(c, CALL_SERVER_STREAM, method, send, true, timeout_ms, out, st);
+    int r = start_call(c, CALL_SERVER_STREAM, method, send, true, NULL, timeout_ms, out, st);
     grpc_byte_buffer_destroy(send);
     if (r == 0)
         (*out)->resp_desc = resp_desc;
@@ -521,7 +539,7 @@ int kf_grpc_client_stream_start(kf_grpc_client *c, const char *method, int64_t t
                                 kf_grpc_call **out, kf_rpc_status *st) {
     assert(out);
     *out = NULL;
-    return start_call(c, CALL_CLIENT_STREAM, method, NULL, false, timeout_ms, out, st);
+    return start_call(c, CALL_CLIENT_STREAM, method, NULL, false, NULL, timeout_ms, out, st);
 }
 
 /* Sends one message (bytes; they stay the caller's) on a call that has not
@@ -558,10 +576,11 @@ int kf_grpc_stream_send(kf_grpc_call *k, const ProtobufCMessage *msg, kf_rpc_sta
 /* ---- raw calls (bytes, any shape) -------------------------------------- */
 
 int kf_grpc_raw_start(kf_grpc_client *c, const char *method, grpc_byte_buffer *first, bool last,
-                      int64_t timeout_ms, kf_grpc_call **out, kf_rpc_status *st) {
-    assert(out && first);
+                      int64_t timeout_ms, kf_grpc_call **out, grpc_byte_buffer **reply,
+                      kf_rpc_status *st) {
+    assert(out && first && (last || !reply));
     *out = NULL;
-    return start_call(c, CALL_RAW, method, first, last, timeout_ms, out, st);
+    return start_call(c, CALL_RAW, method, first, last, reply, timeout_ms, out, st);
 }
 
 int kf_grpc_raw_send(kf_grpc_call *k, grpc_byte_buffer *msg, kf_rpc_status *st) {

@@ -100,12 +100,12 @@ static void relay(kf_call *c, kf_grpc_client *cl, const kf_route *r, grpc_byte_b
     int64_t timeout = kf_sched_timeout_ms(c, r->kind == KF_ROUTE_UNARY ? UNARY_TIMEOUT_MS : STREAM_TIMEOUT_MS);
     _cleanup_grpc_call_ kf_grpc_call *up = NULL;
     kf_rpc_status st = {0};
-    if (kf_grpc_raw_start(cl, r->path, first, !more, timeout, &up, &st) < 0) {
+    grpc_byte_buffer *m = NULL; /* a response waiting to be relayed */
+    if (kf_grpc_raw_start(cl, r->path, first, !more, timeout, &up, more ? NULL : &m, &st) < 0) {
         finish_st(c, &st);
         return;
     }
     while (more) {
-        grpc_byte_buffer *m = NULL;
         int rc = kf_call_recv_raw(c, &m);
         if (rc == 0)
             break;
@@ -115,6 +115,7 @@ static void relay(kf_call *c, kf_grpc_client *cl, const kf_route *r, grpc_byte_b
         }
         rc = kf_grpc_raw_send(up, m, &st);
         grpc_byte_buffer_destroy(m);
+        m = NULL;
         if (rc < 0) {
             finish_st(c, &st);
             return;
@@ -125,13 +126,13 @@ static void relay(kf_call *c, kf_grpc_client *cl, const kf_route *r, grpc_byte_b
         return;
     }
     for (;;) {
-        grpc_byte_buffer *m = NULL;
-        if (kf_grpc_raw_recv(up, &m, &st) <= 0) {
+        if (!m && kf_grpc_raw_recv(up, &m, &st) <= 0) {
             finish_st(c, &st);
             return;
         }
         int rc = kf_call_send_raw(c, m);
         grpc_byte_buffer_destroy(m);
+        m = NULL;
         if (rc < 0)
             return; /* client gone */
     }

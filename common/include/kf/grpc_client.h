@@ -141,9 +141,13 @@ int kf_grpc_stream_close_and_recv(kf_grpc_call *call, const ProtobufCMessageDesc
  * (grpc_byte_buffer_destroy).
  *
  * kf_grpc_raw_start - start a call and send `first` (required); `last`
- * half-closes in the same batch (unary and server-streaming methods). */
+ * half-closes in the same batch (unary and server-streaming methods).
+ * `reply` (may be NULL; only with `last`): the same batch also waits for
+ * the first response message, *reply (NULL if the call ended without one;
+ * kf_grpc_raw_recv then reports the status) - one wake-up fewer. */
 int kf_grpc_raw_start(kf_grpc_client *c, const char *method, grpc_byte_buffer *first, bool last,
-                      int64_t timeout_ms, kf_grpc_call **out, kf_rpc_status *st);
+                      int64_t timeout_ms, kf_grpc_call **out, grpc_byte_buffer **reply,
+                      kf_rpc_status *st);
 /* kf_grpc_raw_send - one more message (only before the half-close). */
 int kf_grpc_raw_send(kf_grpc_call *call, grpc_byte_buffer *msg, kf_rpc_status *st);
 /* kf_grpc_raw_close_send - half-close (when raw_start did not). */
