@@ -95,7 +95,7 @@ void kf_etcd_event_done(kf_etcd_event *ev);
 
 /* Unary requests in flight at once per client (each on its own keep-alive
  * connection). */
-#define KF_ETCD_HANDLES 16
+#define KF_ETCD_HANDLES 32
 
 struct kf_etcd {
     /* Immutable after kf_etcd_client_new. */

@@ -343,7 +343,7 @@ static int start_worker(kf_server *s) {
 /* A worker waits on the server queue and runs the call that arrives on its
  * own thread, start to finish: no hand-off between accepting and handling
  * (each hand-off costs a wake-up, which a busy machine makes slow). Before
- * handling, a worker that sees nobody else waiting starts a spare, so a
+ * handling, a worker that sees nobody else waiting starts KF_SPARE_WORKERS spares, so a
  * long call (an Execute stream) never blocks the next one; spares beyond
  * KF_SPARE_WORKERS retire after their call. */
 static void *worker_loop(void *arg) {
@@ -361,16 +361,25 @@ static void *worker_loop(void *arg) {
             pthread_mutex_unlock(&s->lock);
             return NULL;
         }
-        int spawn = s->idle_workers == 0 && s->workers < s->max_workers && !s->shutting_down;
-        if (spawn)
-            s->workers++;
+        /* None left waiting: start KF_SPARE_WORKERS at once, so a burst of
+         * calls is not accepted one thread creation at a time. */
+        int spawn = 0;
+        if (s->idle_workers == 0 && !s->shutting_down) {
+            spawn = s->max_workers - s->workers;
+            if (spawn > KF_SPARE_WORKERS)
+                spawn = KF_SPARE_WORKERS;
+            if (spawn < 0)
+                spawn = 0;
+        }
+        s->workers += spawn;
         int stop = s->shutting_down;
         pthread_mutex_unlock(&s->lock);
-        if (spawn && start_worker(s) < 0) {
-            pthread_mutex_lock(&s->lock);
-            s->workers--;
-            pthread_mutex_unlock(&s->lock);
-        }
+        for (int i = 0; i < spawn; i++)
+            if (start_worker(s) < 0) {
+                pthread_mutex_lock(&s->lock);
+                s->workers--;
+                pthread_mutex_unlock(&s->lock);
+            }
         if (ev.type != GRPC_OP_COMPLETE || ev.tag == (void *)s)
             continue; /* s itself is the shutdown-notify tag */
         accept_slot *slot = ev.tag;

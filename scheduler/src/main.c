@@ -22,7 +22,7 @@
  *  - session watch thread ... (session_table.c) /kfleet/sessions/ -> the
  *                             id -> node table, under its mutex
  *  - gRPC core's own threads (timers, executor)
- * The etcd client is shared (its unary calls run on 16 HTTP handles, so
+ * The etcd client is shared (its unary calls run on 32 HTTP handles, so
  * concurrent creates' txns are in flight together); each watch has its
  * own HTTP handle.
  */

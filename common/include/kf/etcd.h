@@ -27,8 +27,8 @@
  *   re-reads (kf_etcd_campaign does this itself).
  *
  * Threads: a kf_etcd client may be shared by any number of threads. Unary
- * calls run on a small set of HTTP handles (16, each on its own keep-alive
- * connection, one request at a time each), so up to 16 threads' calls are
+ * calls run on a small set of HTTP handles (32, each on its own keep-alive
+ * connection, one request at a time each), so up to 32 threads' calls are
  * in flight at once and etcd can batch their writes into one WAL fsync;
  * more callers wait for a handle (~1 ms per call on loopback). A watch and a lease keeper each own a
  * thread and an HTTP handle of their own, and use the client only for its
