@@ -6,12 +6,19 @@
 #  (b) warm-pool create p50/p99;
 #  (c) `1+1` Execute round trip through the agent vs a C ZMQ client talking
 #      straight to a bare local ipykernel;
-#  (d) agent memory per idle session (and each session's own kernel memory).
-# Usage: scripts/bench.sh [BUILD_DIR]   (root; builds if needed)
+#  (d) agent memory per idle session (and each session's own kernel memory);
+# then scripts/bench-scheduler.sh: (e) creates/s through kfleet-scheduler
+# with etcd and warm pools, (f) `1+1` through the scheduler vs the agent.
+# Usage: [PARTS=agent,scheduler] scripts/bench.sh [BUILD_DIR]   (root; builds if needed)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
 [ -x "$build/agent/kfleet-agent" ] || "$here/scripts/build.sh" "$build"
+PARTS=${PARTS:-agent,scheduler}
+if [[ ",$PARTS," != *,agent,* ]]; then
+  [[ ",$PARTS," == *,scheduler,* ]] && exec "$here/scripts/bench-scheduler.sh" "$build"
+  exit 0
+fi
 COLD_N=${COLD_N:-8} WARM_N=${WARM_N:-30} RTT_N=${RTT_N:-400} MEM_N=${MEM_N:-10}
 work=$(mktemp -d /var/tmp/kfbench-XXXXXX)
 ctl="$build/tools/kfleetctl"
@@ -96,3 +103,7 @@ printf '%-44s %8s KiB\n' "(d) agent memory per idle session" "$(get memory.agent
 printf '%-44s %8s MiB\n' "(d) kernel (cgroup) memory per idle session" "$(get memory.session_cgroup_mean)"
 echo "warm hits: $(awk '$1=="warm.warm_hits"{print $2" of "$4}' "$work/results"); raw figures:"
 sed 's/^/  /' "$work/results"
+if [[ ",$PARTS," == *,scheduler,* ]]; then
+  echo
+  "$here/scripts/bench-scheduler.sh" "$build"
+fi
