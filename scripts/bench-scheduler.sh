@@ -15,7 +15,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
 [ -x "$build/scheduler/src/kfleet-scheduler" ] || "$here/scripts/build.sh" "$build"
-POOL=${POOL:-50} CREATE_N=${CREATE_N:-100} CREATE_C=${CREATE_C:-16} RTT_N=${RTT_N:-400}
+# The burst is 80% of the two pools: placement spreads by load, not by
+# warm sandboxes left, so a burst of exactly 2 x POOL can spill a few
+# creates into cold starts on one node.
+POOL=${POOL:-40} CREATE_C=${CREATE_C:-32} RTT_N=${RTT_N:-400}
+CREATE_N=${CREATE_N:-$((POOL * 8 / 5))}
 ETCD=${ETCD:-/usr/bin/etcd}
 [ -x "$ETCD" ] || { echo "bench-scheduler: $ETCD not found, skipped" >&2; exit 0; }
 work=$(mktemp -d /var/tmp/kfbench-sch-XXXXXX)
@@ -56,7 +60,8 @@ wait_pools() { # every agent has POOL warm sandboxes recorded on disk
       n=$( (grep -l '"id":""' "$work"/s$i/sb/*/session.json 2>/dev/null || true) | wc -l)
       [ "$n" -ge "$POOL" ] || ok=0
     done
-    [ $ok = 1 ] && return
+    # a sandbox is on disk a moment before its kernel is ready: settle
+    [ $ok = 1 ] && { sleep "${SETTLE_S:-8}"; return; }
     sleep 0.5
   done
   echo "bench-scheduler: pools did not fill" >&2
