@@ -10,14 +10,26 @@
 #  (e) kfleetctl plan's simulation: 1,000,000 sessions over 1,000 nodes with
 #      the real placement library vs the naive placement (placement_naive.c),
 #      the baseline run on fewer sessions and scaled (its cost per decision
-#      does not depend on the load).
-#  (f) scheduler leader failover time vs the leader lease TTL
-#      (tests/bench/bench_failover.py; FAILOVER_TTL, FAILOVER_N).
-# Usage: scripts/bench.sh [BUILD_DIR]   (root; builds if needed)
+#      does not depend on the load);
+# then the cluster's figures: scripts/bench-scheduler.sh: (g) creates/s
+# through kfleet-scheduler with etcd and warm pools, (h) `1+1` through the
+# scheduler vs the agent; and (f) scheduler leader failover time vs the
+# leader lease TTL (tests/bench/bench_failover.py; FAILOVER_TTL, FAILOVER_N).
+# Placement decisions/s (in-process, 100/1,000/10,000 nodes) are printed by
+# build/scheduler/placement/kf-bench-placement (README).
+# Usage: [PARTS=agent,scheduler] scripts/bench.sh [BUILD_DIR]   (root; builds if needed)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
 [ -x "$build/agent/kfleet-agent" ] || "$here/scripts/build.sh" "$build"
+PARTS=${PARTS:-agent,scheduler}
+if [[ ",$PARTS," != *,agent,* ]]; then
+  if [[ ",$PARTS," == *,scheduler,* ]]; then
+    "$here/scripts/bench-scheduler.sh" "$build"
+    KF_BUILD_DIR="$build" /usr/bin/python3 "$here/tests/bench/bench_failover.py"
+  fi
+  exit 0
+fi
 COLD_N=${COLD_N:-8} WARM_N=${WARM_N:-30} RTT_N=${RTT_N:-400} MEM_N=${MEM_N:-10}
 work=$(mktemp -d /var/tmp/kfbench-XXXXXX)
 ctl="$build/tools/kfleetctl"
@@ -109,6 +121,10 @@ printf '%-44s %10s s %10s s %8s %s\n' "(e) plan: 1M sessions, 1000 nodes" "$(get
 echo "warm hits: $(awk '$1=="warm.warm_hits"{print $2" of "$4}' "$work/results"); raw figures:"
 sed 's/^/  /' "$work/results"
 
-echo
-echo "== (f) scheduler leader failover: kill -9 the leader, time until the other replica leads"
-KF_BUILD_DIR="$build" /usr/bin/python3 "$here/tests/bench/bench_failover.py"
+if [[ ",$PARTS," == *,scheduler,* ]]; then
+  echo
+  "$here/scripts/bench-scheduler.sh" "$build"
+  echo
+  echo "== (f) scheduler leader failover: kill -9 the leader, time until the other replica leads"
+  KF_BUILD_DIR="$build" /usr/bin/python3 "$here/tests/bench/bench_failover.py"
+fi

@@ -9,6 +9,7 @@
  *             the sessions' cgroup memory
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -27,6 +28,7 @@
 #include "kfleet/v1/sessions.pb-c.h"
 
 #define MAX_COUNT 100000
+#define MAX_CONCURRENCY 256
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -47,6 +49,9 @@ static void print_stats(const char *name, double *v, size_t n) {
 
 typedef struct bench_opts {
     unsigned count;
+    unsigned concurrency;
+    int with_request_id;
+    const char *compare_server;
     const char *code;
     const char *python;
     pid_t agent_pid;
@@ -56,7 +61,8 @@ typedef struct bench_opts {
 
 static int parse_opts(const char *cmd, int argc, char **argv, const kf_cli_globals *gin,
                       kf_cli_globals *g, bench_opts *o, const char *help) {
-    enum { OPT_COUNT = KF_OPT_LOCAL, OPT_CODE, OPT_PYTHON, OPT_PID, OPT_MEMORY, OPT_WITH_DIRECT };
+    enum { OPT_COUNT = KF_OPT_LOCAL, OPT_CODE, OPT_PYTHON, OPT_PID, OPT_MEMORY, OPT_WITH_DIRECT,
+           OPT_CONCURRENCY, OPT_REQUEST_ID, OPT_COMPARE };
     static const struct option longopts[] = {
         KF_CLI_GLOBAL_LONGOPTS,
         {"count", required_argument, NULL, OPT_COUNT},
@@ -65,6 +71,9 @@ static int parse_opts(const char *cmd, int argc, char **argv, const kf_cli_globa
         {"agent-pid", required_argument, NULL, OPT_PID},
         {"memory", required_argument, NULL, OPT_MEMORY},
         {"with-direct", no_argument, NULL, OPT_WITH_DIRECT},
+        {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
+        {"with-request-id", no_argument, NULL, OPT_REQUEST_ID},
+        {"compare-server", required_argument, NULL, OPT_COMPARE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -84,6 +93,17 @@ static int parse_opts(const char *cmd, int argc, char **argv, const kf_cli_globa
                 return kf_cli_usage_error(cmd, "--count must be 1..%d", MAX_COUNT);
             break;
         case OPT_CODE: o->code = optarg; break;
+        case OPT_CONCURRENCY:
+            o->concurrency = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || o->concurrency == 0 || o->concurrency > MAX_CONCURRENCY)
+                return kf_cli_usage_error(cmd, "--concurrency must be 1..%d", MAX_CONCURRENCY);
+            break;
+        case OPT_REQUEST_ID: o->with_request_id = 1; break;
+        case OPT_COMPARE:
+            if (!*optarg)
+                return kf_cli_usage_error(cmd, "--compare-server needs an address");
+            o->compare_server = optarg;
+            break;
         case OPT_WITH_DIRECT: o->with_direct = 1; break;
         case OPT_PYTHON: o->python = optarg; break;
         case OPT_PID:
@@ -108,11 +128,14 @@ static int parse_opts(const char *cmd, int argc, char **argv, const kf_cli_globa
     return kf_cli_check_args(cmd, "", argc, argv, 0, 0) == KF_CLI_GO ? KF_CLI_GO : KF_EXIT_USAGE;
 }
 
-static int create_session(kf_grpc_client *cl, uint64_t memory, Kfleet__V1__Session **out) {
+static int create_session(kf_grpc_client *cl, uint64_t memory, const char *request_id,
+                          Kfleet__V1__Session **out) {
     Kfleet__V1__CreateSessionRequest req = KFLEET__V1__CREATE_SESSION_REQUEST__INIT;
     Kfleet__V1__Limits lim = KFLEET__V1__LIMITS__INIT;
     lim.memory_bytes = memory;
     req.limits = &lim;
+    if (request_id)
+        req.request_id = (char *)request_id;
     kf_rpc_status st;
     int r = kf_grpc_unary(cl, KF_SESSIONS_METHOD("CreateSession"), &req.base,
                           &kfleet__v1__session__descriptor, 120000, (ProtobufCMessage **)out, &st);
@@ -159,13 +182,46 @@ static int execute(kf_grpc_client *cl, const char *id, const char *code) {
 }
 
 static const char create_help[] =
-    "Usage: kfleetctl bench create [--count N] [--memory SIZE]\n\n"
-    "Creates N sessions one after another, timing each CreateSession, then deletes them.\n"
-    "Whether a create is warm or cold depends on the server's pool (reported as warm_hits).\n";
+    "Usage: kfleetctl bench create [--count N] [--memory SIZE] [--concurrency C] [--with-request-id]\n\n"
+    "Creates N sessions, C at a time (C threads over one channel; default 1), timing each\n"
+    "CreateSession and the whole burst (create.rate, creates/s), then deletes them outside the\n"
+    "timed part. Whether a create is warm or cold depends on the servers' pools (warm_hits): for\n"
+    "a warm burst N must not exceed the sum of the pools. --with-request-id gives every create a\n"
+    "unique request_id (the idempotent path).\n";
+
+typedef struct create_worker {
+    kf_grpc_client *cl;
+    const bench_opts *o;
+    unsigned *next; /* shared index, under *mu */
+    pthread_mutex_t *mu;
+    double *lat;
+    Kfleet__V1__Session **made;
+    int failed;
+} create_worker;
+
+static void *create_loop(void *arg) {
+    create_worker *w = arg;
+    char rid[64];
+    for (;;) {
+        pthread_mutex_lock(w->mu);
+        unsigned i = (*w->next)++;
+        pthread_mutex_unlock(w->mu);
+        if (i >= w->o->count)
+            return NULL;
+        if (w->o->with_request_id)
+            kf_random_id(rid, sizeof(rid), "bench-", 24);
+        int64_t t0 = kf_mono_us();
+        if (create_session(w->cl, w->o->memory, w->o->with_request_id ? rid : NULL, &w->made[i]) < 0) {
+            w->failed = 1;
+            return NULL;
+        }
+        w->lat[i] = (double)(kf_mono_us() - t0) / 1000.0;
+    }
+}
 
 static int bench_create(int argc, char **argv, const kf_cli_globals *gin) {
     kf_cli_globals g;
-    bench_opts o = {.count = 10};
+    bench_opts o = {.count = 10, .concurrency = 1};
     int r = parse_opts("bench create", argc, argv, gin, &g, &o, create_help);
     if (r != KF_CLI_GO)
         return r;
@@ -183,23 +239,44 @@ static int bench_create(int argc, char **argv, const kf_cli_globals *gin) {
     }
     _cleanup_free_ double *lat = calloc(o.count, sizeof(double));
     _cleanup_free_ Kfleet__V1__Session **made = calloc(o.count, sizeof(*made));
-    size_t n = 0, warm = 0;
-    for (unsigned i = 0; i < o.count && lat && made; i++) {
-        int64_t t0 = kf_mono_us();
-        if (create_session(cl, o.memory, &made[n]) < 0)
-            break;
-        lat[n] = (double)(kf_mono_us() - t0) / 1000.0;
-        warm += made[n]->from_warm_pool;
-        n++;
+    _cleanup_free_ pthread_t *th = calloc(o.concurrency, sizeof(*th));
+    _cleanup_free_ create_worker *ws = calloc(o.concurrency, sizeof(*ws));
+    if (!lat || !made || !th || !ws) {
+        kf_grpc_client_free(cl);
+        return KF_EXIT_USAGE;
     }
-    for (size_t i = 0; i < n; i++) {
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    unsigned next = 0, started = 0;
+    int64_t t0 = kf_mono_us();
+    for (unsigned i = 0; i < o.concurrency; i++) {
+        ws[i] = (create_worker){.cl = cl, .o = &o, .next = &next, .mu = &mu, .lat = lat, .made = made};
+        if (pthread_create(&th[i], NULL, create_loop, &ws[i]) != 0)
+            break;
+        started++;
+    }
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    double wall_ms = (double)(kf_mono_us() - t0) / 1000.0;
+    size_t n = 0, warm = 0;
+    int failed = started < o.concurrency;
+    for (unsigned i = 0; i < started; i++)
+        failed |= ws[i].failed;
+    for (unsigned i = 0; i < o.count; i++) {
+        if (!made[i])
+            continue;
+        lat[n++] = lat[i];
+        warm += made[i]->from_warm_pool;
         delete_session(cl, made[i]->id);
         protobuf_c_message_free_unpacked(&made[i]->base, NULL);
     }
     kf_grpc_client_free(cl);
     print_stats("create", lat, n);
     printf("create.warm_hits %zu of %zu\n", warm, n);
-    return n == o.count ? KF_EXIT_OK : KF_EXIT_USAGE;
+    printf("create.concurrency %u threads\n", o.concurrency);
+    printf("create.wall %.3f ms\n", wall_ms);
+    if (wall_ms > 0)
+        printf("create.rate %.1f creates/s\n", (double)n * 1000.0 / wall_ms);
+    return !failed && n == o.count ? KF_EXIT_OK : KF_EXIT_USAGE;
 }
 
 /* A bare local ipykernel (no sandbox, no agent) and a C ZMQ client to it:
@@ -287,11 +364,22 @@ static int bare_exec(bare_kernel *b, const char *code) {
 }
 
 static const char exec_help[] =
-    "Usage: kfleetctl bench exec [--count N] [--code CODE] [--with-direct]\n\n"
+    "Usage: kfleetctl bench exec [--count N] [--code CODE] [--with-direct] [--compare-server ADDR]\n\n"
     "Creates a session and times N Execute round trips of CODE (default 1+1) after 20 warm-up runs.\n"
     "--with-direct also starts a bare local ipykernel and alternates each round trip through the\n"
     "server with one straight to that kernel from a C ZMQ client (figures direct.*), so the two see\n"
-    "the same machine at the same moments.\n";
+    "the same machine at the same moments.\n"
+    "--compare-server ADDR alternates each round trip with one on the same session through ADDR\n"
+    "(plaintext, no token: e.g. the agent's socket behind a scheduler; figures compare.*), taking\n"
+    "turns at going first. \"{node}\" in ADDR becomes the node the session was placed on.\n";
+
+/* One timed Execute through cl; the time in ms, or < 0 on failure. */
+static double timed_exec(kf_grpc_client *cl, const char *id, const char *code) {
+    int64_t t0 = kf_mono_us();
+    if (execute(cl, id, code) < 0)
+        return -1;
+    return (double)(kf_mono_us() - t0) / 1000.0;
+}
 
 static int bench_exec(int argc, char **argv, const kf_cli_globals *gin) {
     kf_cli_globals g;
@@ -299,28 +387,48 @@ static int bench_exec(int argc, char **argv, const kf_cli_globals *gin) {
     int r = parse_opts("bench exec", argc, argv, gin, &g, &o, exec_help);
     if (r != KF_CLI_GO)
         return r;
-    kf_grpc_client *cl;
+    kf_grpc_client *cl, *cmp = NULL;
     if ((r = kf_cli_connect(&g, &cl)) != 0)
         return r;
     Kfleet__V1__Session *s = NULL;
-    if (create_session(cl, 0, &s) < 0) {
+    if (create_session(cl, 0, NULL, &s) < 0) {
         kf_grpc_client_free(cl);
         return KF_EXIT_USAGE;
+    }
+    if (o.compare_server) {
+        char target[1024];
+        const char *at = strstr(o.compare_server, "{node}");
+        if (at)
+            snprintf(target, sizeof(target), "%.*s%s%s", (int)(at - o.compare_server), o.compare_server,
+                     s->node, at + 6);
+        else
+            snprintf(target, sizeof(target), "%s", o.compare_server);
+        kf_cli_globals cg = {.server = target};
+        if ((r = kf_cli_connect(&cg, &cmp)) != 0) {
+            delete_session(cl, s->id);
+            protobuf_c_message_free_unpacked(&s->base, NULL);
+            kf_grpc_client_free(cl);
+            return r;
+        }
     }
     bare_kernel b = {0};
     int ok = !o.with_direct || bare_start(&b, o.python) == 0;
     _cleanup_free_ double *lat = calloc(o.count, sizeof(double));
     _cleanup_free_ double *dlat = calloc(o.count, sizeof(double));
+    _cleanup_free_ double *clat = calloc(o.count, sizeof(double));
     size_t n = 0;
     for (int i = 0; ok && i < 20; i++)
-        ok = execute(cl, s->id, o.code) == 0 && (!o.with_direct || bare_exec(&b, o.code) == 0);
-    for (unsigned i = 0; ok && i < o.count && lat && dlat; i++) {
-        int64_t t0 = kf_mono_us();
-        if (execute(cl, s->id, o.code) < 0)
+        ok = execute(cl, s->id, o.code) == 0 && (!o.with_direct || bare_exec(&b, o.code) == 0) &&
+             (!cmp || execute(cmp, s->id, o.code) == 0);
+    for (unsigned i = 0; ok && i < o.count && lat && dlat && clat; i++) {
+        if (cmp && i % 2 && (clat[n] = timed_exec(cmp, s->id, o.code)) < 0)
             break;
-        lat[n] = (double)(kf_mono_us() - t0) / 1000.0;
+        if ((lat[n] = timed_exec(cl, s->id, o.code)) < 0)
+            break;
+        if (cmp && !(i % 2) && (clat[n] = timed_exec(cmp, s->id, o.code)) < 0)
+            break;
         if (o.with_direct) {
-            t0 = kf_mono_us();
+            int64_t t0 = kf_mono_us();
             if (bare_exec(&b, o.code) < 0)
                 break;
             dlat[n] = (double)(kf_mono_us() - t0) / 1000.0;
@@ -332,9 +440,12 @@ static int bench_exec(int argc, char **argv, const kf_cli_globals *gin) {
     delete_session(cl, s->id);
     protobuf_c_message_free_unpacked(&s->base, NULL);
     kf_grpc_client_free(cl);
+    kf_grpc_client_free(cmp);
     print_stats("exec", lat, n);
     if (o.with_direct)
         print_stats("direct", dlat, n);
+    if (o.compare_server)
+        print_stats("compare", clat, n);
     return n == o.count ? KF_EXIT_OK : KF_EXIT_USAGE;
 }
 
@@ -397,7 +508,7 @@ static int bench_memory(int argc, char **argv, const kf_cli_globals *gin) {
     _cleanup_free_ Kfleet__V1__Session **made = calloc(o.count, sizeof(*made));
     size_t n = 0;
     for (unsigned i = 0; i < o.count && made; i++) {
-        if (create_session(cl, 0, &made[n]) < 0)
+        if (create_session(cl, 0, NULL, &made[n]) < 0)
             break;
         execute(cl, made[n]->id, "x = 1");
         n++;
@@ -431,8 +542,8 @@ static int bench_memory(int argc, char **argv, const kf_cli_globals *gin) {
 
 int kf_cmd_bench(int argc, char **argv, const kf_cli_globals *g) {
     static const kf_cli_verb verbs[] = {
-        {"create", "[--count N]", "time CreateSession (warm or cold per the server's pool)", bench_create},
-        {"exec", "[--count N] [--code CODE] [--with-direct]", "time Execute round trips through the server",
+        {"create", "[--count N] [--concurrency C]", "time CreateSession and creates/s (warm or cold per the pools)", bench_create},
+        {"exec", "[--count N] [--code CODE] [--with-direct|--compare-server A]", "time Execute round trips through the server",
          bench_exec},
         {"direct", "[--count N] [--code CODE]", "baseline: a bare local ipykernel from a C ZMQ client",
          bench_direct},

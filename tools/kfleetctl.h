@@ -75,7 +75,10 @@ enum {
     {"server", required_argument, NULL, 's'}, {"token", required_argument, NULL, KF_OPT_TOKEN},     \
         {"output", required_argument, NULL, 'o'}, {"tls", no_argument, NULL, KF_OPT_TLS},           \
         {"cacert", required_argument, NULL, KF_OPT_CACERT},                                        \
+        {"tls-ca", required_argument, NULL, KF_OPT_CACERT},                                        \
         {"cert", required_argument, NULL, KF_OPT_CERT}, {"key", required_argument, NULL, KF_OPT_KEY}, \
+        {"tls-cert", required_argument, NULL, KF_OPT_CERT},                                        \
+        {"tls-key", required_argument, NULL, KF_OPT_KEY},                                          \
         {"tls-server-name", required_argument, NULL, KF_OPT_TLS_NAME},                             \
         {"rpc-timeout", required_argument, NULL, KF_OPT_RPC_TIMEOUT},                              \
         {"verbose", no_argument, NULL, KF_OPT_VERBOSE}

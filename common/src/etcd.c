@@ -82,7 +82,8 @@ int kf_etcd_client_new(const kf_etcd_opts *opts, kf_etcd **out, kf_error *err) {
     kf_etcd *c = calloc(1, sizeof(*c));
     if (!c)
         return kf_error_set(err, -ENOMEM, 0, "out of memory");
-    pthread_mutex_init(&c->lock, NULL);
+    for (size_t i = 0; i < KF_ETCD_HANDLES; i++)
+        pthread_mutex_init(&c->lock[i], NULL);
     pthread_mutex_init(&c->auth_lock, NULL);
     int r = parse_endpoints(c, opts->endpoints, err);
     if (r < 0)
@@ -103,11 +104,11 @@ int kf_etcd_client_new(const kf_etcd_opts *opts, kf_etcd **out, kf_error *err) {
         r = kf_error_set(err, -ENOMEM, 0, "out of memory");
         goto fail;
     }
-    c->h = curl_easy_init();
-    if (!c->h) {
-        r = kf_error_set(err, -ENOMEM, 0, "etcd: cannot create an HTTP handle");
-        goto fail;
-    }
+    for (size_t i = 0; i < KF_ETCD_HANDLES; i++)
+        if (!(c->h[i] = curl_easy_init())) {
+            r = kf_error_set(err, -ENOMEM, 0, "etcd: cannot create an HTTP handle");
+            goto fail;
+        }
     *out = c;
     return 0;
 fail:
@@ -120,8 +121,9 @@ kf_etcd *kf_etcd_client_free(kf_etcd *c) {
         return NULL;
     for (size_t i = 0; i < c->n_endpoints; i++)
         free(c->endpoints[i]);
-    if (c->h)
-        curl_easy_cleanup(c->h);
+    for (size_t i = 0; i < KF_ETCD_HANDLES; i++)
+        if (c->h[i])
+            curl_easy_cleanup(c->h[i]);
     free(c->ca_file);
     free(c->cert_file);
     free(c->key_file);
@@ -131,7 +133,8 @@ kf_etcd *kf_etcd_client_free(kf_etcd *c) {
         free(c->password);
     }
     free(c->token);
-    pthread_mutex_destroy(&c->lock);
+    for (size_t i = 0; i < KF_ETCD_HANDLES; i++)
+        pthread_mutex_destroy(&c->lock[i]);
     pthread_mutex_destroy(&c->auth_lock);
     free(c);
     return NULL;
@@ -430,12 +433,26 @@ int kf_etcd_http(kf_etcd *c, CURL *h, const char *path, const cJSON *req, unsign
     return r;
 }
 
-/* A unary call on the client's own handle. */
+/* Takes one of the client's unary handles: the first free one from a
+ * rotating start, else waits for the one at the start. Returns its index
+ * (locked; release with pthread_mutex_unlock(&c->lock[i])). */
+static unsigned take_handle(kf_etcd *c) {
+    unsigned start = atomic_fetch_add(&c->next_handle, 1u) % KF_ETCD_HANDLES;
+    for (unsigned k = 0; k < KF_ETCD_HANDLES; k++) {
+        unsigned i = (start + k) % KF_ETCD_HANDLES;
+        if (pthread_mutex_trylock(&c->lock[i]) == 0)
+            return i;
+    }
+    pthread_mutex_lock(&c->lock[start]);
+    return start;
+}
+
+/* A unary call on one of the client's own handles. */
 static int unary(kf_etcd *c, const char *path, const cJSON *req, unsigned flags, cJSON **resp,
                  kf_error *err) {
-    pthread_mutex_lock(&c->lock);
-    int r = kf_etcd_http(c, c->h, path, req, flags, NULL, resp, err);
-    pthread_mutex_unlock(&c->lock);
+    unsigned i = take_handle(c);
+    int r = kf_etcd_http(c, c->h[i], path, req, flags, NULL, resp, err);
+    pthread_mutex_unlock(&c->lock[i]);
     return r;
 }
 
@@ -654,9 +671,9 @@ int kf_etcd_keepalive_on(kf_etcd *c, CURL *h, const atomic_bool *abort_flag, int
 }
 
 int kf_etcd_lease_keepalive(kf_etcd *c, int64_t id, int64_t *ttl, kf_error *err) {
-    pthread_mutex_lock(&c->lock);
-    int r = kf_etcd_keepalive_on(c, c->h, NULL, id, ttl, err);
-    pthread_mutex_unlock(&c->lock);
+    unsigned i = take_handle(c);
+    int r = kf_etcd_keepalive_on(c, c->h[i], NULL, id, ttl, err);
+    pthread_mutex_unlock(&c->lock[i]);
     return r;
 }
 

@@ -93,6 +93,10 @@ void kf_etcd_event_done(kf_etcd_event *ev);
 
 /* ---- client and transport (etcd.c) ------------------------------------- */
 
+/* Unary requests in flight at once per client (each on its own keep-alive
+ * connection). */
+#define KF_ETCD_HANDLES 32
+
 struct kf_etcd {
     /* Immutable after kf_etcd_client_new. */
     char *endpoints[KF_ETCD_MAX_ENDPOINTS];
@@ -110,9 +114,13 @@ struct kf_etcd {
      * connection failure. Any thread. */
     atomic_uint endpoint;
 
-    /* Guards `h`: one unary request at a time. Taken before auth_lock. */
-    pthread_mutex_t lock;
-    CURL *h;
+    /* KF_ETCD_HANDLES HTTP handles for unary requests, each guarded by its
+     * lock (one request at a time per handle; taken before auth_lock), so
+     * up to that many requests of different threads are in flight at once
+     * (etcd batches concurrent writes into one WAL fsync). */
+    pthread_mutex_t lock[KF_ETCD_HANDLES];
+    CURL *h[KF_ETCD_HANDLES];
+    atomic_uint next_handle; /* where the search for a free handle starts */
 
     /* Guards `token`; held across an authenticate request so concurrent
      * threads that all saw an expired token authenticate once. */

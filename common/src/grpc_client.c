@@ -32,7 +32,7 @@ struct kf_grpc_client {
     size_t md_count;
 };
 
-enum call_kind { CALL_UNARY, CALL_SERVER_STREAM, CALL_CLIENT_STREAM };
+enum call_kind { CALL_UNARY, CALL_SERVER_STREAM, CALL_CLIENT_STREAM, CALL_RAW };
 
 struct kf_grpc_call {
     enum call_kind kind;
@@ -423,48 +423,81 @@ int kf_grpc_unary(kf_grpc_client *c, const char *method, const ProtobufCMessage 
     return 0;
 }
 
+/* Starts a call: initial metadata, then `first` (if any) and the
+ * half-close (if `close`), in one batch; with `reply` (only with close)
+ * the same batch also waits for the first response message (*reply, NULL
+ * when the call ended without one: its status is then recorded), which
+ * saves a wake-up per call. On success *out owns the call. */
+static int start_call(kf_grpc_client *c, enum call_kind kind, const char *method,
+                      grpc_byte_buffer *first, bool close, grpc_byte_buffer **reply,
+                      int64_t timeout_ms, kf_grpc_call **out, kf_rpc_status *st) {
+    _cleanup_grpc_call_ kf_grpc_call *k = NULL;
+    int r = call_new(c, kind, method, timeout_ms, &k, st);
+    if (r < 0)
+        return r;
+    grpc_op ops[5];
+    size_t n = 0;
+    memset(ops, 0, sizeof(ops));
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = c->md_count;
+    ops[n++].data.send_initial_metadata.metadata = c->md;
+    if (first) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = first;
+    }
+    if (close)
+        ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    if (reply) {
+        assert(close);
+        *reply = NULL;
+        ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[n++].data.recv_initial_metadata.recv_initial_metadata = &k->initial_md;
+        ops[n].op = GRPC_OP_RECV_MESSAGE;
+        ops[n++].data.recv_message.recv_message = reply;
+        k->initial_md_requested = true;
+    }
+    kf_rpc_status why;
+    r = run_batch(k, ops, n, &why);
+    k->half_closed = close;
+    if (r <= 0 && reply) {
+        grpc_byte_buffer_destroy(*reply);
+        *reply = NULL;
+    }
+    if (r < 0)
+        return fail_call(k, r, &why, st);
+    if (r == 0)
+        return call_failed(k, first ? "before reading the request" : "before it started", st);
+    if (reply && !*reply)
+        finish_call(k, NULL); /* ended without a message: kf_grpc_raw_recv reports how */
+    *out = TAKE_PTR(k);
+    return 0;
+}
+
 int kf_grpc_server_stream_start(kf_grpc_client *c, const char *method, const ProtobufCMessage *req,
                                 const ProtobufCMessageDescriptor *resp_desc, int64_t timeout_ms,
                                 kf_grpc_call **out, kf_rpc_status *st) {
     assert(req && resp_desc && out);
     *out = NULL;
-    _cleanup_grpc_call_ kf_grpc_call *k = NULL;
-    int r = call_new(c, CALL_SERVER_STREAM, method, timeout_ms, &k, st);
-    if (r < 0)
-        return r;
-    k->resp_desc = resp_desc;
     grpc_byte_buffer *send = kf_pb_to_buffer(req);
     if (!send)
         return status_set(st, -ENOMEM, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    grpc_op ops[3];
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = c->md_count;
-    ops[0].data.send_initial_metadata.metadata = c->md;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    kf_rpc_status why;
-    r = run_batch(k, ops, KF_ARRAY_SIZE(ops), &why);
+    int r = start_call(c, CALL_SERVER_STREAM, method, send, true, NULL, timeout_ms, out, st);
     grpc_byte_buffer_destroy(send);
-    k->half_closed = true;
-    if (r < 0)
-        return fail_call(k, r, &why, st);
     if (r == 0)
-        return call_failed(k, "before reading the request", st);
-    *out = TAKE_PTR(k);
-    return 0;
+        (*out)->resp_desc = resp_desc;
+    return r;
 }
 
-int kf_grpc_stream_next(kf_grpc_call *k, ProtobufCMessage **msg, kf_rpc_status *st) {
-    assert(k && msg && k->kind == CALL_SERVER_STREAM && k->resp_desc);
-    *msg = NULL;
+/* Receives the next message of a call as bytes: 1 with *bb set, else the
+ * end of the call (0 = status OK, < 0 = an error status), as
+ * kf_grpc_stream_next. */
+static int recv_raw(kf_grpc_call *k, grpc_byte_buffer **bb, kf_rpc_status *st) {
+    *bb = NULL;
     if (k->finished) {
         if (st)
             *st = k->final;
         return k->final_r;
     }
-    grpc_byte_buffer *recv = NULL;
     grpc_op ops[2];
     size_t n = 0;
     memset(ops, 0, sizeof(ops));
@@ -474,18 +507,30 @@ int kf_grpc_stream_next(kf_grpc_call *k, ProtobufCMessage **msg, kf_rpc_status *
         k->initial_md_requested = true;
     }
     ops[n].op = GRPC_OP_RECV_MESSAGE;
-    ops[n++].data.recv_message.recv_message = &recv;
+    ops[n++].data.recv_message.recv_message = bb;
     kf_rpc_status why;
     int r = run_batch(k, ops, n, &why);
     if (r < 0) {
-        grpc_byte_buffer_destroy(recv);
+        grpc_byte_buffer_destroy(*bb);
+        *bb = NULL;
         return fail_call(k, r, &why, st);
     }
-    if (r == 0 || !recv) {
+    if (r == 0 || !*bb) {
         /* End of stream (NULL message) or failure: the status tells. */
-        grpc_byte_buffer_destroy(recv);
+        grpc_byte_buffer_destroy(*bb);
+        *bb = NULL;
         return finish_call(k, st);
     }
+    return 1;
+}
+
+int kf_grpc_stream_next(kf_grpc_call *k, ProtobufCMessage **msg, kf_rpc_status *st) {
+    assert(k && msg && k->kind == CALL_SERVER_STREAM && k->resp_desc);
+    *msg = NULL;
+    grpc_byte_buffer *recv;
+    int r = recv_raw(k, &recv, st);
+    if (r <= 0)
+        return r;
     r = decode(k, recv, k->resp_desc, msg, st);
     return r < 0 ? r : 1;
 }
@@ -494,47 +539,78 @@ int kf_grpc_client_stream_start(kf_grpc_client *c, const char *method, int64_t t
                                 kf_grpc_call **out, kf_rpc_status *st) {
     assert(out);
     *out = NULL;
-    _cleanup_grpc_call_ kf_grpc_call *k = NULL;
-    int r = call_new(c, CALL_CLIENT_STREAM, method, timeout_ms, &k, st);
-    if (r < 0)
-        return r;
-    grpc_op op;
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_SEND_INITIAL_METADATA;
-    op.data.send_initial_metadata.count = c->md_count;
-    op.data.send_initial_metadata.metadata = c->md;
-    kf_rpc_status why;
-    r = run_batch(k, &op, 1, &why);
-    if (r < 0)
-        return fail_call(k, r, &why, st);
-    if (r == 0)
-        return call_failed(k, "before it started", st);
-    *out = TAKE_PTR(k);
-    return 0;
+    return start_call(c, CALL_CLIENT_STREAM, method, NULL, false, NULL, timeout_ms, out, st);
 }
 
-int kf_grpc_stream_send(kf_grpc_call *k, const ProtobufCMessage *msg, kf_rpc_status *st) {
-    assert(k && msg && k->kind == CALL_CLIENT_STREAM && !k->half_closed);
+/* Sends one message (bytes; they stay the caller's) on a call that has not
+ * half-closed. */
+static int send_raw(kf_grpc_call *k, grpc_byte_buffer *send, kf_rpc_status *st) {
     if (k->finished) {
         if (st)
             *st = k->final;
         return k->final_r;
     }
-    grpc_byte_buffer *send = kf_pb_to_buffer(msg);
-    if (!send)
-        return status_set(st, -ENOMEM, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     grpc_op op;
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_MESSAGE;
     op.data.send_message.send_message = send;
     kf_rpc_status why;
     int r = run_batch(k, &op, 1, &why);
-    grpc_byte_buffer_destroy(send);
     if (r < 0)
         return fail_call(k, r, &why, st);
     if (r == 0) /* over: an early error from the server, the deadline */
         return call_failed(k, "before the client finished sending", st);
     return 0;
+}
+
+int kf_grpc_stream_send(kf_grpc_call *k, const ProtobufCMessage *msg, kf_rpc_status *st) {
+    assert(k && msg && k->kind == CALL_CLIENT_STREAM && !k->half_closed);
+    grpc_byte_buffer *send = kf_pb_to_buffer(msg);
+    if (!send)
+        return status_set(st, -ENOMEM, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    int r = send_raw(k, send, st);
+    grpc_byte_buffer_destroy(send);
+    return r;
+}
+
+/* ---- raw calls (bytes, any shape) -------------------------------------- */
+
+int kf_grpc_raw_start(kf_grpc_client *c, const char *method, grpc_byte_buffer *first, bool last,
+                      int64_t timeout_ms, kf_grpc_call **out, grpc_byte_buffer **reply,
+                      kf_rpc_status *st) {
+    assert(out && first && (last || !reply));
+    *out = NULL;
+    return start_call(c, CALL_RAW, method, first, last, reply, timeout_ms, out, st);
+}
+
+int kf_grpc_raw_send(kf_grpc_call *k, grpc_byte_buffer *msg, kf_rpc_status *st) {
+    assert(k && msg && k->kind == CALL_RAW && !k->half_closed);
+    return send_raw(k, msg, st);
+}
+
+int kf_grpc_raw_close_send(kf_grpc_call *k, kf_rpc_status *st) {
+    assert(k && k->kind == CALL_RAW && !k->half_closed);
+    if (k->finished) {
+        if (st)
+            *st = k->final;
+        return k->final_r;
+    }
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    kf_rpc_status why;
+    int r = run_batch(k, &op, 1, &why);
+    k->half_closed = true;
+    if (r < 0)
+        return fail_call(k, r, &why, st);
+    if (r == 0)
+        return call_failed(k, "before the client finished sending", st);
+    return 0;
+}
+
+int kf_grpc_raw_recv(kf_grpc_call *k, grpc_byte_buffer **msg, kf_rpc_status *st) {
+    assert(k && msg && k->kind == CALL_RAW);
+    return recv_raw(k, msg, st);
 }
 
 int kf_grpc_stream_close_and_recv(kf_grpc_call *k, const ProtobufCMessageDescriptor *resp_desc,

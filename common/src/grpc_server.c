@@ -111,31 +111,39 @@ int kf_call_cancelled(kf_call *c) {
     return 0;
 }
 
-ProtobufCMessage *kf_call_recv(kf_call *c, const ProtobufCMessageDescriptor *desc, int *eof) {
-    *eof = 0;
-    if (c->recv_eof) {
-        *eof = 1;
-        return NULL;
-    }
-    grpc_byte_buffer *buf = NULL;
+int kf_call_recv_raw(kf_call *c, grpc_byte_buffer **out) {
+    *out = NULL;
+    if (c->recv_eof)
+        return 0;
     grpc_op op;
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &buf;
+    op.data.recv_message.recv_message = out;
     int r = call_batch(c, &op, 1, &op);
-    if (r < 0)
-        return NULL;
-    if (!buf) {
-        c->recv_eof = 1;
-        *eof = 1;
-        return NULL;
+    if (r < 0) {
+        grpc_byte_buffer_destroy(*out);
+        *out = NULL;
+        return r;
     }
+    if (!*out) {
+        c->recv_eof = 1;
+        return 0;
+    }
+    return 1;
+}
+
+ProtobufCMessage *kf_call_recv(kf_call *c, const ProtobufCMessageDescriptor *desc, int *eof) {
+    grpc_byte_buffer *buf = NULL;
+    int r = kf_call_recv_raw(c, &buf);
+    *eof = r == 0;
+    if (r <= 0)
+        return NULL;
     ProtobufCMessage *m = kf_pb_from_buffer(buf, desc);
     grpc_byte_buffer_destroy(buf);
     return m;
 }
 
-int kf_call_send(kf_call *c, const ProtobufCMessage *msg) {
+int kf_call_send_raw(kf_call *c, grpc_byte_buffer *buf) {
     if (c->finished)
         return -EINVAL;
     grpc_op ops[2];
@@ -145,13 +153,20 @@ int kf_call_send(kf_call *c, const ProtobufCMessage *msg) {
         ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
         n++;
     }
-    grpc_byte_buffer *bb = kf_pb_to_buffer(msg);
     ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n].data.send_message.send_message = bb;
+    ops[n].data.send_message.send_message = buf;
     n++;
     int r = call_batch(c, ops, n, ops);
-    grpc_byte_buffer_destroy(bb);
     c->sent_initial_md = 1;
+    return r;
+}
+
+int kf_call_send(kf_call *c, const ProtobufCMessage *msg) {
+    grpc_byte_buffer *bb = kf_pb_to_buffer(msg);
+    if (!bb)
+        return -ENOMEM;
+    int r = kf_call_send_raw(c, bb);
+    grpc_byte_buffer_destroy(bb);
     return r;
 }
 
@@ -333,7 +348,7 @@ static int start_worker(kf_server *s) {
 /* A worker waits on the server queue and runs the call that arrives on its
  * own thread, start to finish: no hand-off between accepting and handling
  * (each hand-off costs a wake-up, which a busy machine makes slow). Before
- * handling, a worker that sees nobody else waiting starts a spare, so a
+ * handling, a worker that sees nobody else waiting starts KF_SPARE_WORKERS spares, so a
  * long call (an Execute stream) never blocks the next one; spares beyond
  * KF_SPARE_WORKERS retire after their call. */
 static void *worker_loop(void *arg) {
@@ -351,16 +366,25 @@ static void *worker_loop(void *arg) {
             pthread_mutex_unlock(&s->lock);
             return NULL;
         }
-        int spawn = s->idle_workers == 0 && s->workers < s->max_workers && !s->shutting_down;
-        if (spawn)
-            s->workers++;
+        /* None left waiting: start KF_SPARE_WORKERS at once, so a burst of
+         * calls is not accepted one thread creation at a time. */
+        int spawn = 0;
+        if (s->idle_workers == 0 && !s->shutting_down) {
+            spawn = s->max_workers - s->workers;
+            if (spawn > KF_SPARE_WORKERS)
+                spawn = KF_SPARE_WORKERS;
+            if (spawn < 0)
+                spawn = 0;
+        }
+        s->workers += spawn;
         int stop = s->shutting_down;
         pthread_mutex_unlock(&s->lock);
-        if (spawn && start_worker(s) < 0) {
-            pthread_mutex_lock(&s->lock);
-            s->workers--;
-            pthread_mutex_unlock(&s->lock);
-        }
+        for (int i = 0; i < spawn; i++)
+            if (start_worker(s) < 0) {
+                pthread_mutex_lock(&s->lock);
+                s->workers--;
+                pthread_mutex_unlock(&s->lock);
+            }
         if (ev.type != GRPC_OP_COMPLETE || ev.tag == (void *)s)
             continue; /* s itself is the shutdown-notify tag */
         accept_slot *slot = ev.tag;

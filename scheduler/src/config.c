@@ -30,6 +30,8 @@ static void usage(void) {
            "  --etcd URLS            etcd endpoints (http(s)://host:port,...), required\n"
            "  --listen PATH          unix socket of the API (default /run/kfleet/scheduler.sock)\n"
            "  --listen-tcp HOST:PORT also listen on TCP (default: off)\n"
+           "  --tls-cert FILE --tls-key FILE   serve --listen-tcp over TLS (PEM)\n"
+           "  --tls-client-ca FILE   and require client certificates signed by this CA (mTLS)\n"
            "  --policy spread|binpack  placement policy (default spread)\n"
            "  --node-tls-ca FILE     CA that signed the agents' certificates (TLS to agents)\n"
            "  --node-tls-cert FILE --node-tls-key FILE   client certificate (mTLS to agents)\n"
@@ -83,7 +85,8 @@ static int copy_str(const char *name, const char *v, char *dst, size_t size, kf_
 
 int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *err) {
     enum { O_ETCD = 256, O_LISTEN, O_LISTEN_TCP, O_POLICY, O_CA, O_CERT, O_KEY, O_MAX_CALLS, O_DEBUG,
-           O_TENANTS, O_ID, O_LEADER_TTL, O_NODE_GRACE, O_RECONCILE, O_METRICS };
+           O_TENANTS, O_ID, O_LEADER_TTL, O_NODE_GRACE, O_RECONCILE, O_METRICS, O_TLS_CERT, O_TLS_KEY,
+           O_TLS_CLIENT_CA };
     static const struct option opts[] = {
         {"etcd", required_argument, NULL, O_ETCD},
         {"listen", required_argument, NULL, O_LISTEN},
@@ -99,6 +102,9 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         {"node-grace", required_argument, NULL, O_NODE_GRACE},
         {"reconcile-interval", required_argument, NULL, O_RECONCILE},
         {"metrics-listen", required_argument, NULL, O_METRICS},
+        {"tls-cert", required_argument, NULL, O_TLS_CERT},
+        {"tls-key", required_argument, NULL, O_TLS_KEY},
+        {"tls-client-ca", required_argument, NULL, O_TLS_CLIENT_CA},
         {"debug", no_argument, NULL, O_DEBUG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -113,6 +119,11 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         case O_CA: rc = copy_str("node-tls-ca", optarg, c->node_tls_ca, sizeof(c->node_tls_ca), err); break;
         case O_CERT: rc = copy_str("node-tls-cert", optarg, c->node_tls_cert, sizeof(c->node_tls_cert), err); break;
         case O_KEY: rc = copy_str("node-tls-key", optarg, c->node_tls_key, sizeof(c->node_tls_key), err); break;
+        case O_TLS_CERT: rc = copy_str("tls-cert", optarg, c->tls_cert, sizeof(c->tls_cert), err); break;
+        case O_TLS_KEY: rc = copy_str("tls-key", optarg, c->tls_key, sizeof(c->tls_key), err); break;
+        case O_TLS_CLIENT_CA:
+            rc = copy_str("tls-client-ca", optarg, c->tls_client_ca, sizeof(c->tls_client_ca), err);
+            break;
         case O_TENANTS: rc = copy_str("tenants", optarg, c->tenants_file, sizeof(c->tenants_file), err); break;
         case O_METRICS:
             rc = kf_metrics_listen_check(optarg, err);
@@ -149,6 +160,12 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         return kf_error_set(err, -EINVAL, 0, "unexpected argument '%s'", argv[optind]);
     if (!c->etcd_endpoints[0])
         return kf_error_set(err, -EINVAL, 0, "--etcd is required");
+    if (!c->tls_cert[0] != !c->tls_key[0])
+        return kf_error_set(err, -EINVAL, 0, "--tls-cert and --tls-key go together");
+    if (c->tls_client_ca[0] && !c->tls_cert[0])
+        return kf_error_set(err, -EINVAL, 0, "--tls-client-ca needs --tls-cert and --tls-key");
+    if (c->tls_cert[0] && !c->listen_tcp[0])
+        return kf_error_set(err, -EINVAL, 0, "--tls-cert applies to --listen-tcp, which is not set");
     if (!c->node_tls_cert[0] != !c->node_tls_key[0])
         return kf_error_set(err, -EINVAL, 0, "--node-tls-cert and --node-tls-key go together");
     return 0;

@@ -1,5 +1,9 @@
 /* create.c - CreateSession: check the tenant's quotas, place, commit, start.
  *
+ * With a client request_id, a create whose id is already recorded is
+ * answered from that record first (request_ids.c: the same session, or
+ * why not), and step 2 writes the request record in the same txn.
+ *
  * 0. the caller's tenant (auth.c) must stay within its max_sessions and
  *    max_memory_bytes, counted from the session table. v0: the check and
  *    the commit are not one atomic step, so creates of one tenant racing
@@ -10,9 +14,12 @@
  * 2. commit /kfleet/sessions/<id> = {id, node, tenant, created_unix_ms, limits} in
  *    one txn that requires the key to be absent and the node record to be
  *    the one we placed on (its mod revision): a node that re-registered or
- *    left meanwhile makes the commit fail and placement runs again;
+ *    left meanwhile makes the commit fail and placement runs again; with a
+ *    request id also /kfleet/requests/<tenant>/<id> -> the session, only if
+ *    absent (the loser of two racing creates of one request id answers as
+ *    a retry of the winner's);
  * 3. kfleet.v1.Agent/StartSession on that node with the id and tenant;
- * 4. on failure the record is deleted (never leaked) and the next node is
+ * 4. on failure the record (with its request record) is deleted (never leaked) and the next node is
  *    tried once, under a fresh id (the failed node may hold the old one,
  *    e.g. a tombstone); the client gets the agent's Session, or the last
  *    error.
@@ -87,31 +94,6 @@ static char *session_record(const char *id, const char *node, const char *tenant
     return s;
 }
 
-/* Commits the record; *won false when a compare failed (lost a race). */
-static int commit(kf_sched *s, const char *id, const kf_node_addr *n, const char *record,
-                  bool *won, kf_error *err) {
-    char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX], nkey[sizeof(KF_KEY_NODES) + KF_PLACE_ID_MAX];
-    snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
-    snprintf(nkey, sizeof(nkey), "%s%s", KF_KEY_NODES, n->node);
-    kf_etcd_cmp cmps[] = {
-        {.key = key, .key_len = strlen(key), .target = KF_ETCD_CMP_CREATE, .result = KF_ETCD_CMP_EQUAL, .number = 0},
-        {.key = nkey, .key_len = strlen(nkey), .target = KF_ETCD_CMP_MOD, .result = KF_ETCD_CMP_EQUAL,
-         .number = n->mod_revision},
-    };
-    kf_etcd_op put = {.type = KF_ETCD_OP_PUT, .key = key, .key_len = strlen(key), .value = record,
-                      .value_len = strlen(record)};
-    return kf_etcd_txn(s->etcd, cmps, KF_ARRAY_SIZE(cmps), &put, 1, NULL, 0, won, NULL, err);
-}
-
-static void forget(kf_sched *s, const char *id) {
-    char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX];
-    snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
-    kf_error e = {0};
-    if (kf_etcd_delete(s->etcd, key, strlen(key), NULL, 0, NULL, NULL, &e) < 0)
-        kf_warn("session %s: record not deleted: %s", id, e.msg);
-    kf_session_table_remove(s->sessions, id);
-}
-
 /* 0 if the tenant may add a session of `memory` bytes; otherwise the
  * message names the quota that would be passed. */
 static int check_quota(kf_sched *s, const kf_tenant *t, uint64_t memory, char *msg, size_t size) {
@@ -134,6 +116,78 @@ static int check_quota(kf_sched *s, const kf_tenant *t, uint64_t memory, char *m
     return 0;
 }
 
+/* Commits the session record, and with a request id its request record
+ * (on the retention lease), in one txn; *won false when a compare failed
+ * (lost a race), and then *rid_taken says whether the request id is what
+ * was taken (another create of the same request committed first). */
+static int commit(kf_sched *s, const char *id, const kf_node_addr *n, const char *record,
+                  const kf_create_req *cr, const char *rid_record, int64_t lease, bool *won,
+                  bool *rid_taken, kf_error *err) {
+    char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX], nkey[sizeof(KF_KEY_NODES) + KF_PLACE_ID_MAX];
+    snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
+    snprintf(nkey, sizeof(nkey), "%s%s", KF_KEY_NODES, n->node);
+    const char *rkey = cr ? cr->key : "";
+    kf_etcd_cmp cmps[] = {
+        {.key = key, .key_len = strlen(key), .target = KF_ETCD_CMP_CREATE, .result = KF_ETCD_CMP_EQUAL, .number = 0},
+        {.key = nkey, .key_len = strlen(nkey), .target = KF_ETCD_CMP_MOD, .result = KF_ETCD_CMP_EQUAL,
+         .number = n->mod_revision},
+        {.key = rkey, .key_len = strlen(rkey), .target = KF_ETCD_CMP_CREATE, .result = KF_ETCD_CMP_EQUAL,
+         .number = 0},
+    };
+    kf_etcd_op puts[] = {
+        {.type = KF_ETCD_OP_PUT, .key = key, .key_len = strlen(key), .value = record,
+         .value_len = strlen(record)},
+        {.type = KF_ETCD_OP_PUT, .key = rkey, .key_len = strlen(rkey), .value = rid_record,
+         .value_len = rid_record ? strlen(rid_record) : 0, .lease = lease},
+    };
+    *rid_taken = false;
+    if (!cr)
+        return kf_etcd_txn(s->etcd, cmps, 2, puts, 1, NULL, 0, won, NULL, err);
+    kf_etcd_op check = {.type = KF_ETCD_OP_RANGE, .key = rkey, .key_len = strlen(rkey)};
+    kf_etcd_txn_result res = {0};
+    int rc = kf_etcd_txn(s->etcd, cmps, 3, puts, 2, &check, 1, won, &res, err);
+    if (rc == 0 && !*won && res.n == 1 && res.results[0].kvs.n > 0)
+        *rid_taken = true;
+    kf_etcd_txn_result_done(&res);
+    return rc;
+}
+
+/* Deletes the session record (and the request record of `cr`) of a
+ * create that failed, in one txn: a retry of the request then makes a
+ * new attempt instead of finding a session that never started. */
+static void forget(kf_sched *s, const char *id, const kf_create_req *cr) {
+    char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX];
+    snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
+    const char *rkey = cr ? cr->key : "";
+    kf_etcd_op dels[] = {
+        {.type = KF_ETCD_OP_DELETE, .key = key, .key_len = strlen(key)},
+        {.type = KF_ETCD_OP_DELETE, .key = rkey, .key_len = strlen(rkey)},
+    };
+    kf_error e = {0};
+    if (kf_etcd_txn(s->etcd, NULL, 0, dels, cr ? 2 : 1, NULL, 0, NULL, NULL, &e) < 0)
+        kf_warn("session %s: record not deleted: %s", id, e.msg);
+    kf_session_table_remove(s->sessions, id);
+}
+
+/* The request id of `req`, checked: 0 with *out NULL when it has none, 0
+ * with *out = cr filled, or -EINVAL with the call finished. */
+static int request_id_of(kf_call *c, const Kfleet__V1__CreateSessionRequest *req, const kf_tenant *t,
+                         kf_create_req *cr, kf_create_req **out) {
+    *out = NULL;
+    if (!req->request_id || !req->request_id[0])
+        return 0;
+    kf_error err = {0};
+    if (kf_request_id_check(req->request_id, &err) < 0 ||
+        (kf_request_fingerprint(req, cr->fp) < 0 && kf_error_set(&err, -ENOMEM, 0, "out of memory") < 0)) {
+        kf_call_fail(c, &err);
+        return -EINVAL;
+    }
+    cr->id = req->request_id;
+    kf_request_key(t->name, req->request_id, cr->key, sizeof(cr->key));
+    *out = cr;
+    return 0;
+}
+
 void kf_sched_create(kf_call *c, void *ud) {
     kf_sched *s = ud;
     kf_tenant tenant;
@@ -146,6 +200,13 @@ void kf_sched_create(kf_call *c, void *ud) {
         kf_call_finish(c, KF_ST_INVALID_ARGUMENT, "malformed CreateSessionRequest");
         return;
     }
+    kf_create_req cr_store, *cr;
+    if (request_id_of(c, req, &tenant, &cr_store, &cr) < 0)
+        return;
+    /* A known request id is answered from its record, before quotas and
+     * placement: a retry of a create that worked must not be refused. */
+    if (cr && kf_request_replay(s, c, cr, &tenant, req))
+        return;
     const Kfleet__V1__Limits *l = req->limits;
     kf_place_request preq = {
         .memory = l && l->memory_bytes ? l->memory_bytes : DEFAULT_MEMORY,
@@ -161,7 +222,7 @@ void kf_sched_create(kf_call *c, void *ud) {
     size_t n_exclude = 0;
     kf_status last_st = KF_ST_UNAVAILABLE;
     char last_msg[KF_RPC_STATUS_MSG_MAX + 128] = "no node could start the session";
-    int commits = 0;
+    int commits = 0, lease_retries = 0;
 
     while (n_exclude < START_TRIES) {
         if (commits + n_exclude > 0)
@@ -178,20 +239,37 @@ void kf_sched_create(kf_call *c, void *ud) {
                 kf_call_finish(c, last_st, last_msg);
             return;
         }
-        _cleanup_free_ char *record = session_record(id, n.node, tenant.name, l);
         kf_error err = {0};
-        bool won = false;
-        rc = record ? commit(s, id, &n, record, &won, &err) : kf_error_set(&err, -ENOMEM, 0, "out of memory");
+        int64_t lease = 0;
+        _cleanup_free_ char *record = session_record(id, n.node, tenant.name, l);
+        _cleanup_free_ char *rid_record = cr ? kf_request_record(id, cr->fp) : NULL;
+        bool won = false, rid_taken = false;
+        if (!record || (cr && !rid_record))
+            rc = kf_error_set(&err, -ENOMEM, 0, "out of memory");
+        else if (cr && (rc = kf_request_lease(s->requests, &lease, &err)) < 0)
+            ;
+        else
+            rc = commit(s, id, &n, record, cr, rid_record, lease, &won, &rid_taken, &err);
+        if (rc == -ENOENT && cr && lease_retries++ == 0) {
+            /* etcd lost the retention lease (restarted without its data) */
+            kf_view_unreserve(s->view, n.node, id);
+            kf_request_lease_lost(s->requests, lease);
+            continue;
+        }
         if (rc < 0) {
             /* outcome unknown for a write: delete to be sure nothing leaks */
             kf_view_unreserve(s->view, n.node, id);
-            forget(s, id);
+            forget(s, id, cr);
             kf_call_finish(c, KF_ST_UNAVAILABLE, err.msg);
             return;
         }
         if (!won) {
             kf_sched_metrics_conflict(s->metrics);
             kf_view_unreserve(s->view, n.node, id);
+            /* Another create of this request id committed first: answer
+             * as a retry (0: its attempt failed meanwhile, so try again). */
+            if (rid_taken && kf_request_replay(s, c, cr, &tenant, req))
+                return;
             if (++commits >= COMMIT_TRIES) {
                 kf_call_finish(c, KF_ST_ABORTED, "placement kept losing commit races; retry");
                 return;
@@ -234,7 +312,7 @@ void kf_sched_create(kf_call *c, void *ud) {
         const char *why = st.message[0] ? st.message : err.msg;
         kf_warn("session %s: start on %s failed: %s: %s", id, n.node,
                 kf_grpc_status_name(st.code), why);
-        forget(s, id);
+        forget(s, id, cr);
         kf_view_unreserve(s->view, n.node, id);
         last_st = (kf_status)st.code;
         snprintf(last_msg, sizeof(last_msg), "node %s: %s", n.node, why);

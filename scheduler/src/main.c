@@ -38,8 +38,9 @@
  *  - gRPC core's own threads (timers, executor)
  *  - nng's HTTP threads ..... (--metrics-listen, sched_metrics.c) /metrics,
  *                             /healthz, /readyz: copy the view out, no etcd I/O
- * The etcd client is shared (its unary calls serialise on its own mutex,
- * ~1 ms each on loopback); each watch has its own HTTP handle.
+ * The etcd client is shared (its unary calls run on 32 HTTP handles, so
+ * concurrent creates' txns are in flight together); each watch has its
+ * own HTTP handle.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -94,6 +95,7 @@ int main(int argc, char **argv) {
                        .connect_timeout_ms = 1000, .observe = kf_etcd_metrics_observe,
                        .observe_userdata = kf_sched_metrics_etcd(s->metrics)};
     if (kf_etcd_client_new(&eo, &s->etcd, &err) < 0 ||
+        (kf_request_ids_new(s->etcd, &s->requests) < 0 && kf_error_set(&err, -ENOMEM, 0, "out of memory") < 0) ||
         kf_view_start(s->etcd, &s->cfg, START_LIST_WAIT_MS, &s->view, &err) < 0 ||
         kf_session_table_start(s->etcd, START_LIST_WAIT_MS, &s->sessions, &err) < 0 ||
         kf_leader_start(s, &s->leader, &err) < 0) {
@@ -114,15 +116,19 @@ int main(int argc, char **argv) {
     unlink(s->cfg.listen_unix);
     char addr[sizeof(s->cfg.listen_unix) + 8];
     snprintf(addr, sizeof(addr), "unix:%.*s", (int)sizeof(s->cfg.listen_unix) - 1, s->cfg.listen_unix);
+    kf_server_tls tls = {.cert_file = s->cfg.tls_cert, .key_file = s->cfg.tls_key,
+                         .client_ca_file = s->cfg.tls_client_ca[0] ? s->cfg.tls_client_ca : NULL};
     if (kf_server_listen(srv, addr, &err) < 0 ||
-        (s->cfg.listen_tcp[0] && kf_server_listen(srv, s->cfg.listen_tcp, &err) < 0) ||
+        (s->cfg.listen_tcp[0] && !s->cfg.tls_cert[0] && kf_server_listen(srv, s->cfg.listen_tcp, &err) < 0) ||
+        (s->cfg.listen_tcp[0] && s->cfg.tls_cert[0] && kf_server_listen_tls(srv, s->cfg.listen_tcp, &tls, &err) < 0) ||
         kf_server_start(srv, &err) < 0 || kf_sched_metrics_serve(s->metrics, &err) < 0) {
         kf_err("%s", err.msg);
         return 1;
     }
     chmod(s->cfg.listen_unix, 0660);
-    kf_info("serving kfleet.v1.Sessions and kfleet.v1.Cluster on %s%s%s (policy %s)", addr,
+    kf_info("serving kfleet.v1.Sessions and kfleet.v1.Cluster on %s%s%s%s (policy %s)", addr,
             s->cfg.listen_tcp[0] ? " and " : "", s->cfg.listen_tcp,
+            !s->cfg.tls_cert[0] ? "" : s->cfg.tls_client_ca[0] ? " (mTLS)" : " (TLS)",
             s->cfg.policy == KF_PLACE_BINPACK ? "binpack" : "spread");
 
     int sig = 0;
@@ -144,6 +150,7 @@ int main(int argc, char **argv) {
     kf_server_free(srv);                    /* waits for every handler */
     s->sessions = kf_session_table_free(s->sessions);
     s->view = kf_view_free(s->view);
+    s->requests = kf_request_ids_free(s->requests);
     s->etcd = kf_etcd_client_free(s->etcd);
     s->tenants = kf_tenants_free(s->tenants);
     s->metrics = kf_sched_metrics_free(s->metrics);

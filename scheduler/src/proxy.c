@@ -2,12 +2,11 @@
  * the agent of the node that holds the session, plus ListSessions (a fan
  * out to every node).
  *
- * Messages are relayed by unpacking each one with the method's descriptor
- * and packing it again for the other side (kf_call_recv / kf_grpc_* take
- * protobuf-c messages). That is a copy per message, at most
- * KF_GRPC_MAX_MESSAGE; the agent's messages are small except file chunks,
- * and unknown fields survive (protobuf-c keeps them). A raw byte-buffer
- * relay needs raw variants of the common server/client calls (next step).
+ * Messages are relayed as bytes, untouched (raw byte buffers on both the
+ * server and the client side, one code path for unary, server- and
+ * client-streaming methods): only the first request message is decoded,
+ * to read the session id. Unknown fields, and anything a newer client
+ * sends, pass through; there is no copy per message beyond gRPC's own.
  * The final status and message of the agent are relayed as they are.
  *
  * Tenancy: every call is authenticated first (auth.c); a session of
@@ -26,6 +25,7 @@
 #include <string.h>
 
 #include "kf/cleanup.h"
+#include "kf/grpc_codec.h"
 #include "kf/log.h"
 #include "kfleet/v1/sessions.pb-c.h"
 #include "lost.h"
@@ -100,90 +100,84 @@ static void finish_st(kf_call *c, const kf_rpc_status *st) {
     kf_call_finish(c, (kf_status)st->code, st->message);
 }
 
-/* Unary: one request, one response. */
-static void relay_unary(kf_call *c, kf_grpc_client *cl, const kf_route *r,
-                                    const ProtobufCMessage *req) {
-    _cleanup_pb_ ProtobufCMessage *resp = NULL;
-    kf_rpc_status st = {0};
-    if (kf_grpc_unary(cl, r->path, req, r->resp, kf_sched_timeout_ms(c, UNARY_TIMEOUT_MS), &resp,
-                      &st) == 0)
-        kf_call_reply(c, resp);
-    else
-        finish_st(c, &st);
-}
-
-static void relay_server_stream(kf_call *c, kf_grpc_client *cl, const kf_route *r,
-                                const ProtobufCMessage *req) {
+/* Relays one forwarded call, whatever its shape, as bytes: `first` (the
+ * request already read, kept by the caller) opens the agent's call, then
+ * (client streaming only) every further client message follows, then
+ * every response message goes back as it arrives, and the agent's final
+ * status and message end the call. A client that goes away ends the
+ * relay at the next message; freeing `up` cancels the agent's call (it
+ * interrupts an execution, deletes a partial upload). */
+static void relay(kf_call *c, kf_grpc_client *cl, const kf_route *r, grpc_byte_buffer *first) {
+    bool more = r->kind == KF_ROUTE_CLIENT_STREAM;
+    int64_t timeout = kf_sched_timeout_ms(c, r->kind == KF_ROUTE_UNARY ? UNARY_TIMEOUT_MS : STREAM_TIMEOUT_MS);
     _cleanup_grpc_call_ kf_grpc_call *up = NULL;
     kf_rpc_status st = {0};
-    if (kf_grpc_server_stream_start(cl, r->path, req, r->resp,
-                                    kf_sched_timeout_ms(c, STREAM_TIMEOUT_MS), &up, &st) < 0) {
+    grpc_byte_buffer *m = NULL; /* a response waiting to be relayed */
+    if (kf_grpc_raw_start(cl, r->path, first, !more, timeout, &up, more ? NULL : &m, &st) < 0) {
         finish_st(c, &st);
         return;
     }
-    for (;;) {
-        _cleanup_pb_ ProtobufCMessage *m = NULL;
-        int rc = kf_grpc_stream_next(up, &m, &st);
-        if (rc < 0 || rc == 0) {
-            finish_st(c, &st);
-            return;
-        }
-        if (kf_call_send(c, m) < 0)
-            return; /* client gone; freeing `up` cancels the agent's call */
-    }
-}
-
-static void relay_client_stream(kf_call *c, kf_grpc_client *cl, const kf_route *r,
-                                const ProtobufCMessage *first) {
-    _cleanup_grpc_call_ kf_grpc_call *up = NULL;
-    kf_rpc_status st = {0};
-    if (kf_grpc_client_stream_start(cl, r->path, kf_sched_timeout_ms(c, STREAM_TIMEOUT_MS), &up,
-                                    &st) < 0 ||
-        kf_grpc_stream_send(up, first, &st) < 0) {
-        finish_st(c, &st);
-        return;
-    }
-    for (;;) {
-        int eof = 0;
-        _cleanup_pb_ ProtobufCMessage *m = kf_call_recv(c, r->req, &eof);
-        if (!m && eof)
+    while (more) {
+        int rc = kf_call_recv_raw(c, &m);
+        if (rc == 0)
             break;
-        if (!m) {
-            kf_call_finish(c, KF_ST_CANCELLED, "the client stream broke (cancelled or malformed)");
-            return; /* freeing `up` cancels the agent's call: it deletes the partial file */
+        if (rc < 0) {
+            kf_call_finish(c, KF_ST_CANCELLED, "the client stream broke (cancelled)");
+            return;
         }
-        if (kf_grpc_stream_send(up, m, &st) < 0) {
+        rc = kf_grpc_raw_send(up, m, &st);
+        grpc_byte_buffer_destroy(m);
+        m = NULL;
+        if (rc < 0) {
             finish_st(c, &st);
             return;
         }
     }
-    _cleanup_pb_ ProtobufCMessage *resp = NULL;
-    if (kf_grpc_stream_close_and_recv(up, r->resp, &resp, &st) == 0)
-        kf_call_reply(c, resp);
-    else
+    if (more && kf_grpc_raw_close_send(up, &st) < 0) {
         finish_st(c, &st);
+        return;
+    }
+    for (;;) {
+        if (!m && kf_grpc_raw_recv(up, &m, &st) <= 0) {
+            finish_st(c, &st);
+            return;
+        }
+        int rc = kf_call_send_raw(c, m);
+        grpc_byte_buffer_destroy(m);
+        m = NULL;
+        if (rc < 0)
+            return; /* client gone */
+    }
 }
 
 /* The common start of a forwarded call: authenticate, receive the request
- * and find the session's node. Returns the request (caller frees), or NULL
- * once the call has been finished with the reason. */
+ * and find the session's node. Only this first message is decoded (for
+ * its session id). Returns the decoded request (caller frees) and, if
+ * `raw` is given, its bytes (caller destroys); or NULL once the call has
+ * been finished with the reason. */
 static ProtobufCMessage *accept_routed(kf_call *c, const kf_route *r, kf_grpc_client **cl,
-                                       kf_node_addr *n) {
+                                       kf_node_addr *n, grpc_byte_buffer **raw) {
     kf_tenant tenant;
     if (kf_sched_authenticate(r->s, c, &tenant) < 0)
         return NULL;
-    int eof = 0;
-    ProtobufCMessage *req = kf_call_recv(c, r->req, &eof);
+    grpc_byte_buffer *buf = NULL;
+    ProtobufCMessage *req = kf_call_recv_raw(c, &buf) > 0 ? kf_pb_from_buffer(buf, r->req) : NULL;
     if (!req) {
+        grpc_byte_buffer_destroy(buf);
         char msg[128];
         snprintf(msg, sizeof(msg), "malformed or missing %s", r->req->short_name);
         kf_call_finish(c, KF_ST_INVALID_ARGUMENT, msg);
         return NULL;
     }
     if (route(r->s, c, r, &tenant, req, cl, n) < 0) {
+        grpc_byte_buffer_destroy(buf);
         protobuf_c_message_free_unpacked(req, NULL);
         return NULL;
     }
+    if (raw)
+        *raw = buf;
+    else
+        grpc_byte_buffer_destroy(buf);
     return req;
 }
 
@@ -191,14 +185,12 @@ void kf_sched_proxy(kf_call *c, void *ud) {
     const kf_route *r = ud;
     kf_grpc_client *cl;
     kf_node_addr n;
-    _cleanup_pb_ ProtobufCMessage *req = accept_routed(c, r, &cl, &n);
+    grpc_byte_buffer *first = NULL;
+    _cleanup_pb_ ProtobufCMessage *req = accept_routed(c, r, &cl, &n, &first);
     if (!req)
         return;
-    switch (r->kind) {
-    case KF_ROUTE_UNARY: relay_unary(c, cl, r, req); break;
-    case KF_ROUTE_SERVER_STREAM: relay_server_stream(c, cl, r, req); break;
-    case KF_ROUTE_CLIENT_STREAM: relay_client_stream(c, cl, r, req); break;
-    }
+    relay(c, cl, r, first);
+    grpc_byte_buffer_destroy(first);
 }
 
 /* DeleteSession: forwarded; the record goes once the agent confirmed (or
@@ -208,7 +200,7 @@ void kf_sched_delete(kf_call *c, void *ud) {
     const kf_route *r = ud;
     kf_grpc_client *cl;
     kf_node_addr n;
-    _cleanup_pb_ ProtobufCMessage *req = accept_routed(c, r, &cl, &n);
+    _cleanup_pb_ ProtobufCMessage *req = accept_routed(c, r, &cl, &n, NULL);
     if (!req)
         return;
     _cleanup_pb_ ProtobufCMessage *resp = NULL;

@@ -21,6 +21,7 @@
 #include "kf/grpc_client.h"
 #include "kf/grpc_server.h"
 #include "kf/node_record.h"
+#include "kfleet/v1/sessions.pb-c.h"
 #include "placement.h"
 
 #define KF_SCHED_ADDR_MAX 128
@@ -44,6 +45,9 @@ typedef struct kf_sched_config {
     char node_tls_ca[PATH_MAX]; /* mTLS to agents; all empty = plaintext */
     char node_tls_cert[PATH_MAX];
     char node_tls_key[PATH_MAX];
+    char tls_cert[PATH_MAX]; /* TLS on --listen-tcp; empty = plaintext */
+    char tls_key[PATH_MAX];
+    char tls_client_ca[PATH_MAX]; /* set: clients need a certificate from this CA */
     kf_place_mode policy;
     char tenants_file[PATH_MAX]; /* empty: no tenancy (one anonymous tenant) */
     uint32_t max_calls;
@@ -243,11 +247,59 @@ char *kf_session_record_lost(const char *value, size_t len, int64_t lost_unix_ms
  * logged. Blocks on etcd. */
 int kf_session_forget(kf_sched *s, const char *id);
 
+/* ---- request_ids.c: idempotent CreateSession by client request id ------ */
+
+#define KF_KEY_REQUESTS "/kfleet/requests/"
+#define KF_REQUEST_ID_MAX 128
+#define KF_REQUEST_FP_LEN 64 /* SHA-256, hex */
+/* /kfleet/requests/<tenant>/<request id, each byte as itself or %XX> */
+#define KF_REQUEST_KEY_MAX (sizeof(KF_KEY_REQUESTS) + KF_TENANT_NAME_MAX + 1 + 3 * KF_REQUEST_ID_MAX + 1)
+#define KF_REQUEST_LEASE_TTL_S (25 * 3600) /* records live 24-25 h (lease replaced hourly) */
+#define KF_REQUEST_TAKEOVER_MS 130000      /* > create.c's StartSession deadline */
+#define KF_REQUEST_WAIT_MS 150000          /* a retry waits at most this for the first start */
+
+typedef struct kf_request_ids kf_request_ids;
+typedef struct kf_sched kf_sched;
+
+/* A create's request id, checked, with its etcd key and fingerprint. */
+typedef struct kf_create_req {
+    const char *id; /* the client's request_id (borrowed from the request) */
+    char key[KF_REQUEST_KEY_MAX];
+    char fp[KF_REQUEST_FP_LEN + 1];
+} kf_create_req;
+
+int kf_request_ids_new(kf_etcd *etcd, kf_request_ids **out);
+kf_request_ids *kf_request_ids_free(kf_request_ids *r);
+/* kf_request_lease - the retention lease to attach request records to
+ * (granted on first use and replaced every hour; blocks on etcd then). */
+int kf_request_lease(kf_request_ids *r, int64_t *lease, kf_error *err);
+/* kf_request_lease_lost - etcd no longer knows `lease` (a txn said so):
+ * the next kf_request_lease grants a new one. */
+void kf_request_lease_lost(kf_request_ids *r, int64_t lease);
+/* kf_request_id_check - 1-KF_REQUEST_ID_MAX printable ASCII, else
+ * -EINVAL / INVALID_ARGUMENT naming what is wrong. */
+int kf_request_id_check(const char *rid, kf_error *err);
+/* kf_request_key - the record's key (rid must have passed the check). */
+void kf_request_key(const char *tenant, const char *rid, char *out, size_t size);
+/* kf_request_fingerprint - SHA-256 hex of the request's limits and labels. */
+int kf_request_fingerprint(const Kfleet__V1__CreateSessionRequest *req, char out[KF_REQUEST_FP_LEN + 1]);
+/* kf_request_record - the record's JSON (malloc'd; NULL: no memory). */
+char *kf_request_record(const char *session_id, const char *fp);
+/* kf_request_replay - answer a create whose request id may be known.
+ * Returns 0 when no record exists (the caller creates), 1 when the call
+ * has been finished: the same session (waiting, bounded, for the create
+ * that committed it to start it, or starting it itself once that create
+ * must have died), or ALREADY_EXISTS (different limits), FAILED_PRECONDITION
+ * (the session is gone), UNAVAILABLE (still starting at the deadline).
+ * Blocks on etcd and the agent; takes no lock across those calls. */
+int kf_request_replay(kf_sched *s, kf_call *c, const kf_create_req *cr, const kf_tenant *tenant,
+                      const Kfleet__V1__CreateSessionRequest *req);
+
 /* ---- the daemon ---------------------------------------------------------- */
 
 typedef struct kf_leader kf_leader;
 
-typedef struct kf_sched {
+struct kf_sched {
     kf_sched_config cfg;
     kf_etcd *etcd;
     kf_view *view;
@@ -255,7 +307,8 @@ typedef struct kf_sched {
     kf_tenants *tenants; /* NULL: no tenancy, every caller is the anonymous tenant "" */
     kf_leader *leader;
     struct kf_sched_metrics *metrics; /* sched_metrics.c; set before any thread starts */
-} kf_sched;
+    kf_request_ids *requests;
+};
 
 /* ---- leader.c: election; the leader's loops run on its thread ------------ */
 

@@ -27,9 +27,10 @@
  *   re-reads (kf_etcd_campaign does this itself).
  *
  * Threads: a kf_etcd client may be shared by any number of threads. Unary
- * calls serialise on one mutex that guards the client's single HTTP handle
- * (one request in flight per client; ~1 ms each on loopback) - make more
- * clients if that becomes a bottleneck. A watch and a lease keeper each own a
+ * calls run on a small set of HTTP handles (32, each on its own keep-alive
+ * connection, one request at a time each), so up to 32 threads' calls are
+ * in flight at once and etcd can batch their writes into one WAL fsync;
+ * more callers wait for a handle (~1 ms per call on loopback). A watch and a lease keeper each own a
  * thread and an HTTP handle of their own, and use the client only for its
  * configuration, its auth token and (watch re-list) unary calls. They must be
  * stopped before the client is freed.

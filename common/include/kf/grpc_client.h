@@ -134,6 +134,28 @@ int kf_grpc_stream_send(kf_grpc_call *call, const ProtobufCMessage *msg, kf_rpc_
 int kf_grpc_stream_close_and_recv(kf_grpc_call *call, const ProtobufCMessageDescriptor *resp_desc,
                                   ProtobufCMessage **resp, kf_rpc_status *st);
 
+/* Raw calls: messages as the bytes gRPC carries (grpc_byte_buffer), for
+ * relaying without decoding; one API for every call shape. Returns and
+ * statuses as the typed functions above; buffers passed in stay the
+ * caller's, buffers handed out are the caller's to destroy
+ * (grpc_byte_buffer_destroy).
+ *
+ * kf_grpc_raw_start - start a call and send `first` (required); `last`
+ * half-closes in the same batch (unary and server-streaming methods).
+ * `reply` (may be NULL; only with `last`): the same batch also waits for
+ * the first response message, *reply (NULL if the call ended without one;
+ * kf_grpc_raw_recv then reports the status) - one wake-up fewer. */
+int kf_grpc_raw_start(kf_grpc_client *c, const char *method, grpc_byte_buffer *first, bool last,
+                      int64_t timeout_ms, kf_grpc_call **out, grpc_byte_buffer **reply,
+                      kf_rpc_status *st);
+/* kf_grpc_raw_send - one more message (only before the half-close). */
+int kf_grpc_raw_send(kf_grpc_call *call, grpc_byte_buffer *msg, kf_rpc_status *st);
+/* kf_grpc_raw_close_send - half-close (when raw_start did not). */
+int kf_grpc_raw_close_send(kf_grpc_call *call, kf_rpc_status *st);
+/* kf_grpc_raw_recv - the next response message: 1 with *msg set, 0 at the
+ * end with status OK, < 0 at the end with an error (st says which). */
+int kf_grpc_raw_recv(kf_grpc_call *call, grpc_byte_buffer **msg, kf_rpc_status *st);
+
 /* kf_grpc_call_free - release a call. A call that has not finished is
  * cancelled (the server sees CANCELLED). NULL-safe; returns NULL. */
 kf_grpc_call *kf_grpc_call_free(kf_grpc_call *call);

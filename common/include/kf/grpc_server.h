@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <grpc/grpc.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "kf/error.h"
@@ -74,6 +75,19 @@ ProtobufCMessage *kf_call_recv(kf_call *c, const ProtobufCMessageDescriptor *des
  * Waits until gRPC has taken it (this is the stream's flow control).
  * Returns 0, or -ECANCELED when the client is gone. */
 int kf_call_send(kf_call *c, const ProtobufCMessage *msg);
+
+/* Raw variants, for relaying messages without decoding them: the bytes of
+ * one message as gRPC carries them. */
+
+/* kf_call_recv_raw - next client message. Returns 1 with *out a buffer the
+ * caller destroys (grpc_byte_buffer_destroy), 0 at the end of the client's
+ * stream, or a negative errno (-ECANCELED: the call broke or was
+ * cancelled) with *out NULL. Messages over KF_GRPC_MAX_MESSAGE never
+ * arrive (gRPC fails the call). */
+int kf_call_recv_raw(kf_call *c, grpc_byte_buffer **out);
+
+/* kf_call_send_raw - like kf_call_send; `buf` stays the caller's. */
+int kf_call_send_raw(kf_call *c, grpc_byte_buffer *buf);
 
 /* kf_call_finish - send the final status (and message text). Once only. */
 int kf_call_finish(kf_call *c, kf_status status, const char *message);
