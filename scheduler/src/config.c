@@ -24,6 +24,7 @@ void kf_sched_config_defaults(kf_sched_config *c) {
     c->pool_min = 1;
     c->pool_start_ms = 3000;
     c->pool_headroom_pct = 200;
+    c->pool_window_s = 60;
     c->rebalance_high_pct = 30;
     c->rebalance_low_pct = 15;
     c->rebalance_idle_s = 600;
@@ -62,7 +63,7 @@ static void usage(void) {
            "                         written to /kfleet/pools/<node> (default: off; agents\n"
            "                         keep their --pool)\n"
            "  --pool-min N           (default 1)  --pool-start-ms MS (default 3000)\n"
-           "  --pool-headroom PCT    (default 200)\n"
+           "  --pool-headroom PCT    (default 200)  --pool-window SECONDS (default 60)\n"
            "  --rebalance            the leader moves idle sessions from the most to the\n"
            "                         least loaded node when their loads differ by more than\n"
            "                         --rebalance-high percent points, until less than\n"
@@ -108,7 +109,7 @@ static int copy_str(const char *name, const char *v, char *dst, size_t size, kf_
 int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *err) {
     enum { O_ETCD = 256, O_LISTEN, O_LISTEN_TCP, O_POLICY, O_CA, O_CERT, O_KEY, O_MAX_CALLS, O_DEBUG,
            O_TENANTS, O_ID, O_LEADER_TTL, O_NODE_GRACE, O_RECONCILE, O_METRICS, O_POOL_SIZING,
-           O_POOL_MIN, O_POOL_START, O_POOL_HEADROOM, O_REBALANCE, O_RB_HIGH, O_RB_LOW, O_RB_IDLE,
+           O_POOL_MIN, O_POOL_START, O_POOL_HEADROOM, O_POOL_WINDOW, O_REBALANCE, O_RB_HIGH, O_RB_LOW, O_RB_IDLE,
            O_RB_MOVES, O_RB_WINDOW };
     static const struct option opts[] = {
         {"etcd", required_argument, NULL, O_ETCD},
@@ -129,6 +130,7 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         {"pool-min", required_argument, NULL, O_POOL_MIN},
         {"pool-start-ms", required_argument, NULL, O_POOL_START},
         {"pool-headroom", required_argument, NULL, O_POOL_HEADROOM},
+        {"pool-window", required_argument, NULL, O_POOL_WINDOW},
         {"rebalance", no_argument, NULL, O_REBALANCE},
         {"rebalance-high", required_argument, NULL, O_RB_HIGH},
         {"rebalance-low", required_argument, NULL, O_RB_LOW},
@@ -178,6 +180,7 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         case O_POOL_MIN: rc = parse_u32("pool-min", optarg, 0, 1000, &c->pool_min, err); break;
         case O_POOL_START: rc = parse_u32("pool-start-ms", optarg, 1, 600000, &c->pool_start_ms, err); break;
         case O_POOL_HEADROOM: rc = parse_u32("pool-headroom", optarg, 1, 10000, &c->pool_headroom_pct, err); break;
+        case O_POOL_WINDOW: rc = parse_u32("pool-window", optarg, 5, 86400, &c->pool_window_s, err); break;
         case O_REBALANCE: c->rebalance = true; break;
         case O_RB_HIGH: rc = parse_u32("rebalance-high", optarg, 1, 100, &c->rebalance_high_pct, err); break;
         case O_RB_LOW: rc = parse_u32("rebalance-low", optarg, 0, 100, &c->rebalance_low_pct, err); break;

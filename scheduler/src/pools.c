@@ -3,8 +3,10 @@
  *
  * Demand is read from the agents' usage records: every record carries the
  * node's `creates` counter (monotonic while the agent runs), so the creates
- * of a node over the last WINDOW_MS are the counter's growth across the
- * samples kept for that window, whichever replica placed them. Per node:
+ * of a node over the last --pool-window (default 60 s) are the counter's
+ * growth since the oldest sample kept for that window (a sample every
+ * window/60, at least a second apart), whichever replica placed them.
+ * Per node:
  *
  *   rate_i   = max(creates_i in the window, total in the window / nodes) / window
  *   target_i = ceil(rate_i x --pool-start-ms x --pool-headroom / 100)
@@ -23,7 +25,7 @@
  * --pool-max. Records of nodes that left are kept (a node that comes back
  * starts from its last target, then follows this loop).
  *
- * Owns: the per-node samples (O(nodes x WINDOW_MS / SAMPLE_MS) memory);
+ * Owns: the per-node samples (SAMPLES per node, ~1 KiB);
  * runs on the leader thread only, no lock.
  */
 #include <errno.h>
@@ -38,9 +40,8 @@
 #include "kf/util.h"
 #include "scheduler.h"
 
-#define WINDOW_MS 60000
-#define SAMPLE_MS 1000
-#define SAMPLES (WINDOW_MS / SAMPLE_MS + 1)
+#define TICK_MS 1000 /* targets computed (and written when changed) this often */
+#define SAMPLES 62    /* per node: one per window/60, and one spare */
 #define NODES_MAX 10000 /* nodes tracked; past it a new node keeps its agent's --pool */
 
 typedef struct sample {
@@ -92,21 +93,24 @@ static pool_node *node_get(kf_pools *p, const char *name) {
     return pn;
 }
 
-/* Adds a sample; a counter that went back (the agent restarted) starts the
- * window over. Returns the creates within the window. */
-static uint64_t node_sample(pool_node *pn, int64_t now, uint64_t creates) {
+/* Drops the samples older than the window, adds one when the last is
+ * `every_ms` old; a counter that went back (the agent restarted) starts
+ * the window over. Returns the creates within the window. */
+static uint64_t node_sample(pool_node *pn, int64_t now, uint64_t creates, int64_t window_ms, int64_t every_ms) {
     if (pn->n && creates < pn->ring[(pn->head + pn->n - 1) % SAMPLES].creates)
         pn->n = 0;
-    while (pn->n && now - pn->ring[pn->head].at_ms > WINDOW_MS) {
+    while (pn->n && now - pn->ring[pn->head].at_ms > window_ms) {
         pn->head = (pn->head + 1) % SAMPLES;
         pn->n--;
     }
-    if (pn->n == SAMPLES) { /* samples came faster than SAMPLE_MS: drop the oldest */
-        pn->head = (pn->head + 1) % SAMPLES;
-        pn->n--;
+    if (!pn->n || now - pn->ring[(pn->head + pn->n - 1) % SAMPLES].at_ms >= every_ms) {
+        if (pn->n == SAMPLES) { /* cannot happen with every_ms = window / 60; kept safe */
+            pn->head = (pn->head + 1) % SAMPLES;
+            pn->n--;
+        }
+        pn->ring[(pn->head + pn->n) % SAMPLES] = (sample){.at_ms = now, .creates = creates};
+        pn->n++;
     }
-    pn->ring[(pn->head + pn->n) % SAMPLES] = (sample){.at_ms = now, .creates = creates};
-    pn->n++;
     return creates - pn->ring[pn->head].creates;
 }
 
@@ -157,7 +161,9 @@ int kf_pools_tick(kf_sched *s, kf_pools *p) {
     int64_t now = kf_mono_ms();
     if (now < p->next_ms)
         return 0;
-    p->next_ms = now + SAMPLE_MS;
+    p->next_ms = now + TICK_MS;
+    int64_t window_ms = (int64_t)s->cfg.pool_window_s * 1000;
+    int64_t every_ms = window_ms / 60 > TICK_MS ? window_ms / 60 : TICK_MS;
     kf_node_load *loads = NULL;
     size_t n = 0;
     int rc = kf_view_loads(s->view, &loads, &n);
@@ -173,7 +179,7 @@ int kf_pools_tick(kf_sched *s, kf_pools *p) {
     for (size_t i = 0; i < n; i++) {
         pn[i] = node_get(p, loads[i].node);
         if (pn[i]) {
-            inwin[i] = node_sample(pn[i], now, loads[i].creates);
+            inwin[i] = node_sample(pn[i], now, loads[i].creates, window_ms, every_ms);
             total += inwin[i];
         }
     }
@@ -181,12 +187,12 @@ int kf_pools_tick(kf_sched *s, kf_pools *p) {
     for (size_t i = 0; i < n && kf_leader_is(s->leader); i++) {
         if (!pn[i])
             continue;
-        uint32_t t = kf_pool_target(&s->cfg, inwin[i], total, n, WINDOW_MS, node_free(&loads[i]));
+        uint32_t t = kf_pool_target(&s->cfg, inwin[i], total, n, (uint64_t)window_ms, node_free(&loads[i]));
         if ((int64_t)t == pn[i]->written)
             continue;
         if (write_target(s, loads[i].node, t) == 0) {
-            kf_info("pools: node %s: warm pool target %u (%llu of %llu creates in the last %d s)", loads[i].node,
-                    t, (unsigned long long)inwin[i], (unsigned long long)total, WINDOW_MS / 1000);
+            kf_info("pools: node %s: warm pool target %u (%llu of %llu creates in the last %u s)", loads[i].node,
+                    t, (unsigned long long)inwin[i], (unsigned long long)total, s->cfg.pool_window_s);
             pn[i]->written = t;
             written++;
         }

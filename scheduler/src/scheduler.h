@@ -59,6 +59,7 @@ typedef struct kf_sched_config {
     uint32_t pool_min;         /* --pool-min: a node's target never below (free capacity permitting) */
     uint32_t pool_start_ms;    /* --pool-start-ms: a cold sandbox start, kernel ready */
     uint32_t pool_headroom_pct; /* --pool-headroom: 100 = exactly the expected demand */
+    uint32_t pool_window_s;    /* --pool-window: creates counted over this long */
     /* load spread (rebalance.c); off unless --rebalance */
     bool rebalance;
     uint32_t rebalance_high_pct; /* start when max - min load > this (percent points) */
