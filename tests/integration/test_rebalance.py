@@ -4,7 +4,8 @@ agents: two nodes carry the load, a third joins. Its warm-pool target is
 set at once from the cluster's create rate (etcd and the agent agree), new
 sessions land on it, idle sessions move to it until the loads are within
 the low threshold, no session moves twice, a moved session keeps its
-files and shows the restart notice, and once creates stop every pool
+files and shows the restart notice; when the new node becomes the busiest, the
+sessions moved to it stay (the window); and once creates stop every pool
 shrinks to nothing (--pool-min 0)."""
 import collections
 import os
@@ -114,8 +115,38 @@ def test_new_node_takes_pools_placements_and_idle_sessions(etcd):
         assert all(src in ("rb-a", "rb-b") and dst == "rb-c" for _, src, dst in done), done
         assert "moving idle sessions" in sched.logs()
 
+        # the window holds: rb-c becomes the busiest node, and the sessions moved there are
+        # the longest idle on it (the others are used now), yet none of them moves again
+        for s in new:
+            sc.run(s.id, f"open('/mnt/data/own.txt', 'w').write({s.id!r}); x = 2")
+        for n in ("rb-a", "rb-b"):
+            cc.cordon(n, "test: load rb-c")
+        try:
+            more = []
+            for _ in range(5):
+                more.append(sc.create())
+                sids.append(more[-1].id)
+                sc.run(more[-1].id, f"open('/mnt/data/own.txt', 'w').write({more[-1].id!r}); x = 3")
+        finally:
+            for n in ("rb-a", "rb-b"):
+                cc.uncordon(n)
+        assert all(s.node == "rb-c" for s in more), [s.node for s in more]
+
+        def balanced_again():
+            c = counts(cc, names)
+            return sched.logs().count("rebalance: balanced") >= 2 and max(c.values()) - min(c.values()) <= 1 and c
+        final = h.wait_for(balanced_again, timeout=120)
+        assert final, (counts(cc, names), sched.logs()[-5000:])
+        assert sum(final.values()) == 2 * PER_NODE + 7, final
+        later = moves(sched)[len(done):]
+        assert len(later) >= 2, later  # 5, 5, 9 -> at least 6, 6, 7
+        assert all(src == "rb-c" and dst in ("rb-a", "rb-b") for _, src, dst in later), later
+        assert not {sid for sid, _, _ in later} & set(per_id), (later, done)
+        per_id = collections.Counter(sid for sid, _, _ in done + later)
+        assert max(per_id.values()) == 1, per_id
+
         # (e) a moved session keeps its files; its next execution shows the notice once
-        for sid, src, dst in done:
+        for sid, src, dst in done + later:
             assert sc.get(sid).node == dst
             r = sc.execute(sid, "print(open('/mnt/data/own.txt').read(), 'x' in globals())")
             assert r.status == "EXEC_STATUS_OK", (r.status, r.stderr)
