@@ -245,7 +245,7 @@ int kf_rebalance_tick(kf_sched *s, kf_rebalance *rb) {
         kf_info("rebalance: balanced (spread %.1f%% < %u%%; %llu sessions moved so far)", PCT(sp),
                 cfg->rebalance_low_pct, (unsigned long long)rb->moves_total);
     }
-    rc = rb->active ? move_from(s, rb, loads, n, hi) : 0;
+    rc = rb->active && n >= 2 ? move_from(s, rb, loads, n, hi) : 0;
     if (rc > 0)
         rb->next_ms = kf_mono_ms() + 2 * PASS_MS;
     free(loads);
