@@ -38,6 +38,7 @@ void kf_agent_config_defaults(kf_agent_config *c) {
         .max_lifetime_s = 30 * 24 * 3600,
     };
     c->pool_size = 2;
+    c->pool_max = 0; /* resolved after parsing: max(--pool, 16) */
     c->max_sessions = 1000;
     c->max_output_bytes = 16 * MiB;
     c->max_upload_bytes = 1 * GiB;
@@ -58,7 +59,10 @@ static void usage(void) {
            "  --rootfs DIR           system image for sandboxes (default /)\n"
            "  --python PATH          python inside the image (default /usr/bin/python3)\n"
            "  --node-name NAME       this node's name (default: hostname)\n"
-           "  --pool N               warm sandboxes kept ready (default 2)\n"
+           "  --pool N               warm sandboxes kept ready (default 2); a scheduler's\n"
+           "                         target (/kfleet/pools/<node>) replaces it when present\n"
+           "  --pool-max N           at most this many warm sandboxes whatever the\n"
+           "                         scheduler asks (default max(--pool, 16))\n"
            "  --max-sessions N       sessions on this node (default 1000)\n"
            "  --uid-base N           first per-session uid (default 200000)\n"
            "  --default-memory SIZE  (default 1G)      --max-memory SIZE (default 16G)\n"
@@ -180,13 +184,14 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
         O_UIDBASE, O_DMEM, O_MMEM, O_DTO, O_MTO, O_DDISK, O_MDISK, O_IDLE, O_LIFE, O_MOUT, O_MUP,
         O_GRACE, O_DEBUG, O_PURGE, O_HELP, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ETCD, O_ETCDCA,
         O_ETCDCERT, O_ETCDKEY, O_ETCDUSER, O_ETCDPW, O_LEASETTL, O_ADVERTISE, O_LABEL, O_CAPMEM,
-        O_CAPCPU, O_DRAINSTOP, O_METRICS,
+        O_CAPCPU, O_DRAINSTOP, O_METRICS, O_POOLMAX,
     };
     static const struct option opts[] = {
         {"state-dir", 1, 0, O_STATE},     {"listen", 1, 0, O_LISTEN},
         {"listen-tcp", 1, 0, O_TCP},      {"sandbox", 1, 0, O_SANDBOX},
         {"rootfs", 1, 0, O_ROOTFS},       {"python", 1, 0, O_PYTHON},
         {"node-name", 1, 0, O_NODE},      {"pool", 1, 0, O_POOL},
+        {"pool-max", 1, 0, O_POOLMAX},
         {"max-sessions", 1, 0, O_MAXSESS}, {"uid-base", 1, 0, O_UIDBASE},
         {"default-memory", 1, 0, O_DMEM}, {"max-memory", 1, 0, O_MMEM},
         {"default-timeout", 1, 0, O_DTO}, {"max-timeout", 1, 0, O_MTO},
@@ -225,6 +230,7 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
         case O_PYTHON: r = copy_str(name, optarg, c->python, sizeof(c->python), err); break;
         case O_NODE: r = copy_str(name, optarg, c->node_name, sizeof(c->node_name), err); break;
         case O_POOL: r = want_uint(name, optarg, &c->pool_size, err); break;
+        case O_POOLMAX: r = want_uint(name, optarg, &c->pool_max, err); break;
         case O_MAXSESS: r = want_uint(name, optarg, &c->max_sessions, err); break;
         case O_UIDBASE: r = want_uint(name, optarg, &c->uid_base, err); break;
         case O_DMEM: r = want_size(name, optarg, &c->defaults.memory_bytes, err); break;
@@ -294,6 +300,10 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
     }
     if (optind < argc)
         return kf_error_set(err, -EINVAL, 0, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (!c->pool_max)
+        c->pool_max = c->pool_size > 16 ? c->pool_size : 16;
+    if (c->pool_size > c->pool_max)
+        return kf_error_set(err, -EINVAL, 0, "--pool is above --pool-max");
     if (c->defaults.exec_timeout_ms > c->max.exec_timeout_ms)
         c->max.exec_timeout_ms = c->defaults.exec_timeout_ms;
     if (c->defaults.memory_bytes > c->max.memory_bytes)

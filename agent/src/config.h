@@ -34,7 +34,8 @@ typedef struct kf_agent_config {
     uint32_t uid_base, uid_count; /* per-session uids: [base, base+count) */
     kf_limits defaults;
     kf_limits max;
-    uint32_t pool_size;       /* warm sandboxes kept ready */
+    uint32_t pool_size;       /* warm sandboxes kept ready without a scheduler's target */
+    uint32_t pool_max;        /* bound on the scheduler's target (/kfleet/pools/<node>) */
     uint32_t max_sessions;
     uint64_t max_output_bytes; /* per execution */
     uint64_t max_upload_bytes;

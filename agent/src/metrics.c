@@ -58,7 +58,7 @@ static void collect(void *ud) {
             n[a->sessions[i]->state]++;
     n[KF_SS_POOLED] += (int64_t)a->pool_ready;
     n[KF_SS_STARTING] += (int64_t)a->pool_starting;
-    int64_t ready = (int64_t)a->pool_ready, target = a->cfg.pool_size;
+    int64_t ready = (int64_t)a->pool_ready, target = a->pool_target;
     pthread_mutex_unlock(&a->table_lock);
     for (int st = KF_SS_STARTING; st < N_STATES; st++)
         kf_gauge_set(m->sessions[st], n[st]);
@@ -117,7 +117,7 @@ int kf_agent_metrics_new(kf_agent *a, kf_agent_metrics **out, kf_error *err) {
     }
     const kf_metric_def defs[] = {
         G(pool_ready, "kfleet_agent_pool_ready", "Warm sandboxes ready to be claimed."),
-        G(pool_target, "kfleet_agent_pool_target", "Warm sandboxes the pool keeps (--pool)."),
+        G(pool_target, "kfleet_agent_pool_target", "Warm sandboxes the pool keeps (--pool, or the scheduler's target)."),
         {KF_METRIC_COUNTER, "kfleet_agent_session_creates_total",
          "Sessions created, by start: warm (claimed from the pool) or cold.", &m->creates_warm,
          {"start", "warm"}, NULL, 0},

@@ -1,7 +1,10 @@
 /* pool.c - the warm pool: sandboxes started ahead of demand, each with a
  * ready kernel, so that a create is a claim (a pointer pop and a cgroup
- * update) instead of a start. One refill thread owns starting them; claims
- * come from handler threads. The pool list is guarded by table_lock. */
+ * update) instead of a start. One refill thread owns starting them, and
+ * stopping the surplus when the target falls (the scheduler sizes pools
+ * from demand: registry.c applies its /kfleet/pools/<node> record through
+ * kf_pool_set_target); claims come from handler threads. The pool list
+ * and the target are guarded by table_lock. */
 #include "session.h"
 
 #include <errno.h>
@@ -63,21 +66,63 @@ kf_session *kf_pool_claim_any(kf_agent *a) {
     return s;
 }
 
+uint32_t kf_pool_set_target(kf_agent *a, uint32_t n) {
+    if (n > a->cfg.pool_max)
+        n = a->cfg.pool_max;
+    pthread_mutex_lock(&a->table_lock);
+    uint32_t was = a->pool_target;
+    a->pool_target = n;
+    if (n != was)
+        pthread_cond_broadcast(&a->table_cond);
+    pthread_mutex_unlock(&a->table_lock);
+    if (n != was)
+        kf_info("pool: target %u (was %u)", n, was);
+    return n;
+}
+
+/* Stops one warm sandbox when the pool holds more than its target (the
+ * newest: LIFO). Returns false when none had to go. */
+static bool pool_trim(kf_agent *a) {
+    pthread_mutex_lock(&a->table_lock);
+    kf_session *s = NULL;
+    if (a->pool_ready > a->pool_target && a->pool) {
+        s = a->pool;
+        a->pool = s->pool_next;
+        s->pool_next = NULL;
+        a->pool_ready--;
+    }
+    pthread_mutex_unlock(&a->table_lock);
+    if (!s)
+        return false;
+    pthread_mutex_lock(&s->lock);
+    kf_sandbox_destroy(a, s);
+    pthread_mutex_unlock(&s->lock);
+    kf_agent_slot_free(a, s->slot);
+    kf_session_unref(a, s);
+    kf_debug("pool: a warm sandbox stopped (above the target)");
+    return true;
+}
+
 static void *pool_loop(void *arg) {
     kf_agent *a = arg;
     int failures = 0;
     for (;;) {
         pthread_mutex_lock(&a->table_lock);
-        while (!a->stopping &&
-               (a->pool_ready >= a->cfg.pool_size ||
+        while (!a->stopping && a->pool_ready <= a->pool_target &&
+               (a->pool_ready >= a->pool_target ||
                 a->n_sessions + a->pool_ready >= a->cfg.max_sessions)) {
             pthread_cond_wait(&a->table_cond, &a->table_lock);
         }
         int stop = a->stopping;
+        int shrink = a->pool_ready > a->pool_target;
         int refill = a->pool_ready > 0 || a->pool_claims_total > 0;
         pthread_mutex_unlock(&a->table_lock);
         if (stop)
             break;
+        if (shrink) {
+            pool_trim(a);
+            continue;
+        }
         /* A claim just woke us: let the creates of a burst finish before a
          * sandbox start (mkfs, python: ~1 s of CPU) competes with them. */
         if (refill)

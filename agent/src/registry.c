@@ -1,7 +1,9 @@
 /* registry.c - the registry thread: registers this node in etcd under a
  * lease, keeps the lease alive (through a lease keeper thread), publishes
  * the node's usage when it changes (polled once a second, so at most one
- * write a second), reads the node's admin record every few seconds, and
+ * write a second), reads the node's admin and pool records every few
+ * seconds (the pool record's target becomes the warm pool's size, bounded
+ * by --pool-max; without a record the pool keeps --pool), and
  * registers again, with backoff, whenever the lease is lost (keeper report,
  * a write refused for an unknown lease, etcd restarted or wiped). On stop it
  * revokes the lease so the node's records vanish at once.
@@ -48,6 +50,7 @@ struct kf_registry {
     char node_key[128];
     char usage_key[128];
     char admin_key[128];
+    char pool_key[128];
     char lease_path[300]; /* STATE/node.lease */
     char *node_json;      /* the node record, fixed for this process */
 
@@ -249,6 +252,25 @@ static void read_admin(kf_registry *r) {
         kf_info("registry: node is cordoned by '%s': %s", admin.by, admin.reason);
 }
 
+/* The scheduler's pool target for this node, applied to the pool; no
+ * record: back to --pool. An unreadable record keeps the current target. */
+static void read_pool(kf_registry *r) {
+    kf_etcd_kv kv = {0};
+    kf_error err = {0};
+    uint32_t target = r->a->cfg.pool_size;
+    int rc = kf_etcd_get(r->etcd, r->pool_key, strlen(r->pool_key), &kv, &err);
+    if (rc == 0 && kf_pool_record_parse(kv.value, kv.value_len, &target) < 0) {
+        char msg[sizeof(r->last_warn)];
+        snprintf(msg, sizeof(msg), "%s is not a valid pool record; ignored", r->pool_key);
+        warn_once(r, msg);
+        rc = -EBADMSG;
+    }
+    kf_etcd_kv_done(&kv);
+    if (rc < 0 && rc != -ENOENT)
+        return;
+    kf_pool_set_target(r->a, rc == -ENOENT ? r->a->cfg.pool_size : target);
+}
+
 /* Sleeps until the monotonic time `until_ms`, a lost lease or stop.
  * Returns true when stopping. */
 static bool registry_sleep(kf_registry *r, int64_t until_ms) {
@@ -316,6 +338,7 @@ static void *registry_main(void *arg) {
         }
         if (now >= next_admin) {
             read_admin(r);
+            read_pool(r);
             next_admin = now + ADMIN_INTERVAL_MS;
         }
         wake = next_usage < next_admin ? next_usage : next_admin;
@@ -352,6 +375,7 @@ int kf_registry_new(kf_agent *a, kf_registry **out, kf_error *err) {
     snprintf(r->node_key, sizeof(r->node_key), KF_KEY_NODES "%s", c->node_name);
     snprintf(r->usage_key, sizeof(r->usage_key), KF_KEY_USAGE "%s", c->node_name);
     snprintf(r->admin_key, sizeof(r->admin_key), KF_KEY_ADMIN "%s", c->node_name);
+    snprintf(r->pool_key, sizeof(r->pool_key), KF_KEY_POOLS "%s", c->node_name);
     snprintf(r->lease_path, sizeof(r->lease_path), "%s/node.lease", c->state_dir);
     r->prev_lease = load_lease(r);
 

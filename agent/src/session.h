@@ -103,6 +103,8 @@ typedef struct kf_agent {
     kf_session *pool;      /* warm sandboxes, LIFO */
     size_t pool_ready;
     size_t pool_starting;
+    uint32_t pool_target;  /* warm sandboxes to keep: --pool, or the scheduler's
+                            * /kfleet/pools/<node> record bounded by --pool-max */
     uint8_t *slots;        /* uid slot in use */
     uint32_t slot_next;    /* where the next slot search starts (round robin) */
     kf_tombstone *tombstones; /* ring */
@@ -231,6 +233,10 @@ kf_session *kf_pool_claim_any(kf_agent *a);
 int kf_pool_start(kf_agent *a);
 void kf_pool_stop(kf_agent *a);
 void kf_pool_add(kf_agent *a, kf_session *s);
+/* kf_pool_set_target - keep `n` warm sandboxes from now on (bounded by
+ * --pool-max); the pool thread starts or stops sandboxes to match. Takes
+ * table_lock; returns the target set. */
+uint32_t kf_pool_set_target(kf_agent *a, uint32_t n);
 
 /* Background loop (reaper.c): expiry, dead kernels. */
 int kf_reaper_start(kf_agent *a);

@@ -60,6 +60,7 @@ kf_session *kf_session_new(void) {
 int kf_agent_init(kf_agent *a, const kf_agent_config *cfg, kf_error *err) {
     memset(a, 0, sizeof(*a));
     a->cfg = *cfg;
+    a->pool_target = cfg->pool_size;
     pthread_mutex_init(&a->table_lock, NULL);
     pthread_cond_init(&a->table_cond, NULL);
     a->sessions_cap = 1;
@@ -176,7 +177,7 @@ void kf_agent_usage(kf_agent *a, kf_node_usage *u) {
     pthread_mutex_lock(&a->table_lock);
     u->sessions = (uint32_t)a->n_sessions;
     u->pool_ready = (uint32_t)a->pool_ready;
-    u->pool_target = a->cfg.pool_size;
+    u->pool_target = a->pool_target;
     u->memory_reserved_bytes = a->memory_reserved_bytes;
     u->cpu_reserved_millis = a->cpu_reserved_millis;
     u->creates = a->creates_total;

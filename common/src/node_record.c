@@ -185,3 +185,22 @@ int kf_node_admin_parse(const char *text, size_t len, kf_node_admin *out) {
         memset(out, 0, sizeof(*out));
     return r;
 }
+
+char *kf_pool_record_json(uint32_t target, int64_t now_unix_ms) {
+    cJSON *o = cJSON_CreateObject();
+    bool ok = o && add_u64(o, "target", target) && add_i64(o, "updated_unix_ms", now_unix_ms);
+    return finish(o, ok);
+}
+
+int kf_pool_record_parse(const char *text, size_t len, uint32_t *target) {
+    *target = 0;
+    cJSON *o = cJSON_ParseWithLength(text, len);
+    int64_t n = -1;
+    const cJSON *t = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "target") : NULL;
+    int r = t && !cJSON_IsNull(t) ? get_i64(o, "target", &n) : -EBADMSG;
+    cJSON_Delete(o);
+    if (r < 0 || n < 0 || n > KF_POOL_TARGET_MAX)
+        return -EBADMSG;
+    *target = (uint32_t)n;
+    return 0;
+}

@@ -21,6 +21,15 @@ void kf_sched_config_defaults(kf_sched_config *c) {
     c->leader_ttl_s = 10;
     c->node_grace_s = 30;
     c->reconcile_s = 30;
+    c->pool_min = 1;
+    c->pool_start_ms = 3000;
+    c->pool_headroom_pct = 200;
+    c->pool_window_s = 60;
+    c->rebalance_high_pct = 30;
+    c->rebalance_low_pct = 15;
+    c->rebalance_idle_s = 600;
+    c->rebalance_max_moves = 2;
+    c->rebalance_window_s = 1800;
 }
 
 static void usage(void) {
@@ -50,6 +59,22 @@ static void usage(void) {
            "                         node's sessions this often (default 30, 1..86400)\n"
            "  --metrics-listen HOST:PORT  serve /metrics, /healthz, /readyz over HTTP\n"
            "                         (e.g. 127.0.0.1:9464; default: off)\n"
+           "  --pool-sizing          the leader sizes each node's warm pool from demand:\n"
+           "                         ceil(create rate x --pool-start-ms x --pool-headroom),\n"
+           "                         at least --pool-min, at most the node's free capacity,\n"
+           "                         written to /kfleet/pools/<node> (default: off; agents\n"
+           "                         keep their --pool)\n"
+           "  --pool-min N           (default 1)  --pool-start-ms MS (default 3000)\n"
+           "  --pool-headroom PCT    (default 200)  --pool-window SECONDS (default 60)\n"
+           "  --rebalance            the leader moves idle sessions from the most to the\n"
+           "                         least loaded node when their loads differ by more than\n"
+           "                         --rebalance-high percent points, until less than\n"
+           "                         --rebalance-low (default: off)\n"
+           "  --rebalance-high PCT   (default 30)  --rebalance-low PCT (default 15)\n"
+           "  --rebalance-idle SECONDS  only sessions idle this long move (default 600)\n"
+           "  --rebalance-max-moves N   moves per pass (default 2)\n"
+           "  --rebalance-window SECONDS  a moved session is not moved again for this long\n"
+           "                         (default 1800)\n"
            "  --debug                verbose logs\n");
 }
 
@@ -86,7 +111,8 @@ static int copy_str(const char *name, const char *v, char *dst, size_t size, kf_
 int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *err) {
     enum { O_ETCD = 256, O_LISTEN, O_LISTEN_TCP, O_POLICY, O_CA, O_CERT, O_KEY, O_MAX_CALLS, O_DEBUG,
            O_TENANTS, O_ID, O_LEADER_TTL, O_NODE_GRACE, O_RECONCILE, O_METRICS, O_TLS_CERT, O_TLS_KEY,
-           O_TLS_CLIENT_CA };
+           O_TLS_CLIENT_CA, O_POOL_SIZING, O_POOL_MIN, O_POOL_START, O_POOL_HEADROOM, O_POOL_WINDOW,
+           O_REBALANCE, O_RB_HIGH, O_RB_LOW, O_RB_IDLE, O_RB_MOVES, O_RB_WINDOW };
     static const struct option opts[] = {
         {"etcd", required_argument, NULL, O_ETCD},
         {"listen", required_argument, NULL, O_LISTEN},
@@ -105,6 +131,17 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         {"tls-cert", required_argument, NULL, O_TLS_CERT},
         {"tls-key", required_argument, NULL, O_TLS_KEY},
         {"tls-client-ca", required_argument, NULL, O_TLS_CLIENT_CA},
+        {"pool-sizing", no_argument, NULL, O_POOL_SIZING},
+        {"pool-min", required_argument, NULL, O_POOL_MIN},
+        {"pool-start-ms", required_argument, NULL, O_POOL_START},
+        {"pool-headroom", required_argument, NULL, O_POOL_HEADROOM},
+        {"pool-window", required_argument, NULL, O_POOL_WINDOW},
+        {"rebalance", no_argument, NULL, O_REBALANCE},
+        {"rebalance-high", required_argument, NULL, O_RB_HIGH},
+        {"rebalance-low", required_argument, NULL, O_RB_LOW},
+        {"rebalance-idle", required_argument, NULL, O_RB_IDLE},
+        {"rebalance-max-moves", required_argument, NULL, O_RB_MOVES},
+        {"rebalance-window", required_argument, NULL, O_RB_WINDOW},
         {"debug", no_argument, NULL, O_DEBUG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -149,6 +186,17 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         case O_LEADER_TTL: rc = parse_u32("leader-ttl", optarg, 2, 300, &c->leader_ttl_s, err); break;
         case O_NODE_GRACE: rc = parse_u32("node-grace", optarg, 0, 86400, &c->node_grace_s, err); break;
         case O_RECONCILE: rc = parse_u32("reconcile-interval", optarg, 1, 86400, &c->reconcile_s, err); break;
+        case O_POOL_SIZING: c->pool_sizing = true; break;
+        case O_POOL_MIN: rc = parse_u32("pool-min", optarg, 0, 1000, &c->pool_min, err); break;
+        case O_POOL_START: rc = parse_u32("pool-start-ms", optarg, 1, 600000, &c->pool_start_ms, err); break;
+        case O_POOL_HEADROOM: rc = parse_u32("pool-headroom", optarg, 1, 10000, &c->pool_headroom_pct, err); break;
+        case O_POOL_WINDOW: rc = parse_u32("pool-window", optarg, 5, 86400, &c->pool_window_s, err); break;
+        case O_REBALANCE: c->rebalance = true; break;
+        case O_RB_HIGH: rc = parse_u32("rebalance-high", optarg, 1, 100, &c->rebalance_high_pct, err); break;
+        case O_RB_LOW: rc = parse_u32("rebalance-low", optarg, 0, 100, &c->rebalance_low_pct, err); break;
+        case O_RB_IDLE: rc = parse_u32("rebalance-idle", optarg, 0, 30 * 86400, &c->rebalance_idle_s, err); break;
+        case O_RB_MOVES: rc = parse_u32("rebalance-max-moves", optarg, 1, 64, &c->rebalance_max_moves, err); break;
+        case O_RB_WINDOW: rc = parse_u32("rebalance-window", optarg, 0, 30 * 86400, &c->rebalance_window_s, err); break;
         case O_DEBUG: c->log_debug = true; break;
         case 'h': usage(); return 1;
         default: return kf_error_set(err, -EINVAL, 0, "unknown option (see --help)");
@@ -166,6 +214,8 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         return kf_error_set(err, -EINVAL, 0, "--tls-client-ca needs --tls-cert and --tls-key");
     if (c->tls_cert[0] && !c->listen_tcp[0])
         return kf_error_set(err, -EINVAL, 0, "--tls-cert applies to --listen-tcp, which is not set");
+    if (c->rebalance_low_pct >= c->rebalance_high_pct)
+        return kf_error_set(err, -EINVAL, 0, "--rebalance-low must be below --rebalance-high (hysteresis)");
     if (!c->node_tls_cert[0] != !c->node_tls_key[0])
         return kf_error_set(err, -EINVAL, 0, "--node-tls-cert and --node-tls-key go together");
     return 0;

@@ -124,6 +124,11 @@ kf_drain_runner *kf_drain_runner_stop(kf_drain_runner *r);
  * error. Blocking (up to the agents' timeouts). */
 int kf_drain_move(kf_sched *s, const char *id, const char *from, char *target, size_t target_size,
                   kf_error *err);
+/* kf_session_move - kf_drain_move that also keeps off the nodes in
+ * avoid[0..n_avoid) (borrowed) and names `cause` ("a drain of node X") in
+ * the export reason and the notice. Same returns. */
+int kf_session_move(kf_sched *s, const char *id, const char *from, char (*avoid)[KF_PLACE_ID_MAX + 1],
+                    size_t n_avoid, const char *cause, char *target, size_t target_size, kf_error *err);
 /* kf_drain_delete - delete session `id` on `from` and its record (a forced
  * drain's end). */
 int kf_drain_delete(kf_sched *s, const char *id, const char *from, kf_error *err);

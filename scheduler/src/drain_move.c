@@ -1,8 +1,9 @@
-/* drain_move.c - moving one session off a node, for a drain: the steps
- * and their undo.
+/* drain_move.c - moving one session off a node, for a drain or a
+ * rebalance (rebalance.c): the steps and their undo.
  *
  *  1. read /kfleet/sessions/<id>; pick a target with the placement library
- *     (the source excluded; the pick reserves the session there);
+ *     (the source and the caller's nodes excluded; the pick reserves the
+ *     session there);
  *  2. mark the record "moving_to": target (txn on its mod revision): every
  *     replica answers calls on the session with UNAVAILABLE "being moved"
  *     from then on;
@@ -159,17 +160,18 @@ static void undo(kf_sched *s, rec *r, const char *id, const char *from, const ch
 }
 
 /* Steps 3: ExportSession on `from` relayed into ImportSession on `to`. */
-static int copy(kf_sched *s, const char *id, const char *from, const char *to, kf_error *err) {
+static int copy(kf_sched *s, const char *id, const char *from, const char *to, const char *cause,
+                kf_error *err) {
     kf_grpc_client *src, *dst;
     int rc;
     if ((rc = client_of(s, from, &src, err)) < 0 || (rc = client_of(s, to, &dst, err)) < 0)
         return rc;
     char reason[160], notice[512];
-    snprintf(reason, sizeof(reason), "a drain of node %s", from);
+    snprintf(reason, sizeof(reason), "%s", cause);
     snprintf(notice, sizeof(notice),
-             "kernel restarted by a drain of node %s (the session moved to node %s): files in /mnt/data "
+             "kernel restarted by %s (the session moved to node %s): files in /mnt/data "
              "were kept, in-memory state was not",
-             from, to);
+             cause, to);
     Kfleet__V1__ExportSessionRequest ereq = KFLEET__V1__EXPORT_SESSION_REQUEST__INIT;
     ereq.session_id = (char *)id;
     ereq.reason = reason;
@@ -214,7 +216,15 @@ rpc_fail:
 
 int kf_drain_move(kf_sched *s, const char *id, const char *from, char *target, size_t target_size,
                   kf_error *err) {
+    char cause[KF_PLACE_ID_MAX + 32];
+    snprintf(cause, sizeof(cause), "a drain of node %s", from);
+    return kf_session_move(s, id, from, NULL, 0, cause, target, target_size, err);
+}
+
+int kf_session_move(kf_sched *s, const char *id, const char *from, char (*avoid)[KF_PLACE_ID_MAX + 1],
+                    size_t n_avoid, const char *cause, char *target, size_t target_size, kf_error *err) {
     rec r = {0};
+    _cleanup_free_ char(*exclude)[KF_PLACE_ID_MAX + 1] = NULL;
     int rc = rec_read(s, id, &r, err);
     if (rc < 0)
         goto out;
@@ -229,11 +239,17 @@ int kf_drain_move(kf_sched *s, const char *id, const char *from, char *target, s
         goto out;
     }
     kf_place_request preq = {.memory = r.ref.memory_bytes, .cpu = r.ref.cpu_millis};
-    char exclude[1][KF_PLACE_ID_MAX + 1];
+    exclude = calloc(n_avoid + 1, sizeof(*exclude));
+    if (!exclude) {
+        rc = kf_error_set(err, -ENOMEM, 0, "out of memory");
+        goto out;
+    }
     snprintf(exclude[0], sizeof(exclude[0]), "%s", from);
+    if (n_avoid)
+        memcpy(exclude + 1, avoid, n_avoid * sizeof(*exclude));
     kf_node_addr dst;
     char explain[512];
-    if ((rc = kf_view_place(s->view, &preq, exclude, 1, id, &dst, explain, sizeof(explain))) < 0) {
+    if ((rc = kf_view_place(s->view, &preq, exclude, n_avoid + 1, id, &dst, explain, sizeof(explain))) < 0) {
         kf_error_set(err, rc, KF_ST_RESOURCE_EXHAUSTED, "no node can take it: %s", explain);
         goto out;
     }
@@ -242,7 +258,7 @@ int kf_drain_move(kf_sched *s, const char *id, const char *from, char *target, s
         kf_view_unreserve(s->view, dst.node, id);
         goto out;
     }
-    if ((rc = copy(s, id, from, dst.node, err)) < 0 || (rc = rec_set(s, &r, id, dst.node, "", err)) < 0) {
+    if ((rc = copy(s, id, from, dst.node, cause, err)) < 0 || (rc = rec_set(s, &r, id, dst.node, "", err)) < 0) {
         kf_view_unreserve(s->view, dst.node, id);
         undo(s, &r, id, from, dst.node, err->msg);
         goto out;

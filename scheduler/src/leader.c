@@ -2,7 +2,8 @@
  * leader's loops while this replica leads.
  *
  * Every replica serves every request; only the leader runs the background
- * loops (node_loss.c, reconcile.c). The election uses the etcd client's
+ * loops (node_loss.c, reconcile.c, pools.c with --pool-sizing, rebalance.c
+ * with --rebalance). The election uses the etcd client's
  * leader key (KF_KEY_LEADER = this replica's --id, on a lease of
  * --leader-ttl seconds):
  *
@@ -170,6 +171,8 @@ static void *leader_main(void *arg) {
     kf_sched *s = l->s;
     kf_node_loss *loss = NULL;
     kf_reconcile *rec = NULL;
+    kf_pools *pools = NULL;
+    kf_rebalance *rebal = NULL;
     kf_drain_runner *drains = NULL;
     int64_t backoff = BACKOFF_MIN_MS;
     for (;;) {
@@ -209,6 +212,8 @@ static void *leader_main(void *arg) {
             set_leading(l, false, 0, who);
             loss = kf_node_loss_free(loss);
             rec = kf_reconcile_free(rec);
+            pools = kf_pools_free(pools);
+            rebal = kf_rebalance_free(rebal);
             drains = kf_drain_runner_stop(drains);
             /* a backstop in case a watch event is missed */
             if (!wait_event(l, l->ttl_s * 1000 / 2))
@@ -222,6 +227,12 @@ static void *leader_main(void *arg) {
             rec = kf_reconcile_free(rec);
             loss = kf_node_loss_new();
             rec = kf_reconcile_new();
+            pools = kf_pools_free(pools);
+            rebal = kf_rebalance_free(rebal);
+            if (s->cfg.pool_sizing)
+                pools = kf_pools_new();
+            if (s->cfg.rebalance)
+                rebal = kf_rebalance_new();
             drains = kf_drain_runner_stop(drains);
             if (kf_drain_runner_start(s, &drains, &err) < 0)
                 kf_err("leader: drains will not run: %s", err.msg);
@@ -231,11 +242,17 @@ static void *leader_main(void *arg) {
             kf_node_loss_tick(s, loss);
         if (rec && kf_leader_is(l))
             kf_reconcile_tick(s, rec);
+        if (pools && kf_leader_is(l))
+            kf_pools_tick(s, pools);
+        if (rebal && kf_leader_is(l))
+            kf_rebalance_tick(s, rebal);
         if (!wait_event(l, TICK_MS))
             break;
     }
     loss = kf_node_loss_free(loss);
     rec = kf_reconcile_free(rec);
+    pools = kf_pools_free(pools);
+    rebal = kf_rebalance_free(rebal);
     drains = kf_drain_runner_stop(drains);
     return NULL;
 }

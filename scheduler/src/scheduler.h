@@ -1,7 +1,8 @@
 /* scheduler.h - kfleet-scheduler's internal interfaces: the configuration, the
  * cluster view (view.c), the session table (session_table.c), the
  * kfleet.v1.Sessions handlers (create.c, proxy.c, service.c, lost.c) and the
- * leader: election (leader.c) and its loops (node_loss.c, reconcile.c).
+ * leader: election (leader.c) and its loops (node_loss.c, reconcile.c,
+ * pools.c, rebalance.c).
  *
  * Ownership: main.c owns one kf_sched for the life of the process. The view
  * and the session table each own an etcd watch thread and a mutex; handler
@@ -57,6 +58,19 @@ typedef struct kf_sched_config {
     uint32_t node_grace_s;        /* --node-grace: a node gone this long loses its sessions */
     uint32_t reconcile_s;         /* --reconcile-interval: records vs agents, every node */
     char metrics_listen[KF_SCHED_ADDR_MAX]; /* "" = no /metrics, /healthz, /readyz */
+    /* warm pools sized from demand (pools.c); off unless --pool-sizing */
+    bool pool_sizing;
+    uint32_t pool_min;         /* --pool-min: a node's target never below (free capacity permitting) */
+    uint32_t pool_start_ms;    /* --pool-start-ms: a cold sandbox start, kernel ready */
+    uint32_t pool_headroom_pct; /* --pool-headroom: 100 = exactly the expected demand */
+    uint32_t pool_window_s;    /* --pool-window: creates counted over this long */
+    /* load spread (rebalance.c); off unless --rebalance */
+    bool rebalance;
+    uint32_t rebalance_high_pct; /* start when max - min load > this (percent points) */
+    uint32_t rebalance_low_pct;  /* stop when it is < this */
+    uint32_t rebalance_idle_s;   /* only sessions idle this long move */
+    uint32_t rebalance_max_moves; /* per pass */
+    uint32_t rebalance_window_s; /* a moved session stays put this long */
 } kf_sched_config;
 
 void kf_sched_config_defaults(kf_sched_config *c);
@@ -104,6 +118,22 @@ void kf_view_unreserve(kf_view *v, const char *node, const char *id);
 int kf_view_node(kf_view *v, const char *node, kf_node_addr *out);
 /* kf_view_nodes - every registered node (malloc'd array, caller frees). */
 int kf_view_nodes(kf_view *v, kf_node_addr **out, size_t *n);
+/* A node's load as its agent reports it. Reservations are left out: a
+ * moved session's lasts ~10 s past the record that counts it, and the
+ * leader loops look at the steady state, not at a burst in flight. */
+typedef struct kf_node_load {
+    char node[KF_PLACE_ID_MAX + 1];
+    uint64_t mem_cap, cpu_cap, slot_cap;
+    uint64_t mem_used, cpu_used, slots_used;
+    uint64_t creates; /* the usage record's create counter (0 without one) */
+} kf_node_load;
+/* kf_node_load_share - the dominant share of l, KF_PLACE_SCALE = 100 %
+ * (placement's load). Pure. */
+uint32_t kf_node_load_share(const kf_node_load *l);
+/* kf_view_loads - every node placement may pick (registered, with
+ * capacity, not cordoned: a draining node is cordoned), sorted by name;
+ * *out malloc'd (caller frees). O(N log N) under the view lock. -ENOMEM. */
+int kf_view_loads(kf_view *v, kf_node_load **out, size_t *n);
 /* Everything the view knows of one node, copied out (kfleet.v1.Cluster).
  * ~3 KiB, most of it the labels. */
 #define KF_NODE_VERSION_MAX 63
@@ -314,7 +344,7 @@ struct kf_sched {
 
 /* kf_leader_start - start the election thread: a lease of --leader-ttl kept
  * alive by a keeper, a watch on KF_KEY_LEADER, a campaign whenever the key
- * is free; while leader it runs the node-loss and reconcile loops every
+ * is free; while leader it runs the node-loss, reconcile, pools and rebalance loops every
  * tick. Uses an etcd client of its own (so its calls never queue behind the
  * handlers'). Returns at once; *out owned by the caller (kf_leader_free). */
 int kf_leader_start(kf_sched *s, kf_leader **out, kf_error *err);
@@ -363,6 +393,36 @@ kf_reconcile *kf_reconcile_free(kf_reconcile *rc);
  * longer has (expired, vanished) are deleted. Blocks on etcd and agents
  * (bounded timeouts). Returns 0 or a negative errno. */
 int kf_reconcile_tick(kf_sched *s, kf_reconcile *rc);
+
+/* ---- pools.c: warm pools sized from demand (--pool-sizing) -------------- */
+
+typedef struct kf_pools kf_pools;
+kf_pools *kf_pools_new(void);
+kf_pools *kf_pools_free(kf_pools *p);
+/* kf_pool_target - the warm-pool size for a node that saw `node_creates`
+ * of the cluster's `total_creates` over the last `window_ms`, among
+ * `n_nodes` placeable nodes, with room for `free_cap` more sessions:
+ * ceil(max(node, total / nodes) / window x start time x headroom),
+ * bounded by [cfg->pool_min, free_cap]. Pure. */
+uint32_t kf_pool_target(const kf_sched_config *cfg, uint64_t node_creates, uint64_t total_creates,
+                        size_t n_nodes, uint64_t window_ms, uint64_t free_cap);
+/* kf_pools_tick - one pass (leader thread only; does work at most once a
+ * second): samples every placeable node's create counter and writes the
+ * targets that changed to /kfleet/pools/<node> (fenced). Blocks on etcd;
+ * returns the number of targets written or a negative errno. */
+int kf_pools_tick(kf_sched *s, kf_pools *p);
+
+/* ---- rebalance.c: idle sessions moved off the busiest node (--rebalance) -- */
+
+typedef struct kf_rebalance kf_rebalance;
+kf_rebalance *kf_rebalance_new(void);
+kf_rebalance *kf_rebalance_free(kf_rebalance *rb);
+/* kf_rebalance_tick - one pass (leader thread only; does work at most every
+ * 2 s): with hysteresis on the spread of the nodes' loads, moves up to
+ * --rebalance-max-moves idle sessions from the most loaded node to the
+ * least loaded ones (kf_session_move). Blocks for the moves (seconds each).
+ * Returns the number of sessions moved or a negative errno. */
+int kf_rebalance_tick(kf_sched *s, kf_rebalance *rb);
 
 /* auth.c: kf_sched_authenticate - the caller's tenant from its
  * `authorization: Bearer <token>` metadata. Without tenancy every caller

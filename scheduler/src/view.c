@@ -739,3 +739,48 @@ void kf_view_set_admin(kf_view *v, const char *node, const kf_node_admin *admin,
     }
     pthread_mutex_unlock(&v->mu);
 }
+
+/* ---- loads, for the leader's pool sizing and rebalance ------------------ */
+
+static uint32_t share(uint64_t used, uint64_t cap) {
+    if (!cap || used >= cap)
+        return KF_PLACE_SCALE;
+    return (uint32_t)((double)used / (double)cap * KF_PLACE_SCALE); /* an estimate: a double is exact enough */
+}
+
+uint32_t kf_node_load_share(const kf_node_load *l) {
+    uint32_t m = share(l->mem_used, l->mem_cap), c = share(l->cpu_used, l->cpu_cap),
+             k = share(l->slots_used, l->slot_cap);
+    return m > c ? (m > k ? m : k) : (c > k ? c : k);
+}
+
+static int load_cmp(const void *a, const void *b) {
+    return strcmp(((const kf_node_load *)a)->node, ((const kf_node_load *)b)->node);
+}
+
+int kf_view_loads(kf_view *v, kf_node_load **out, size_t *n) {
+    pthread_mutex_lock(&v->mu);
+    kf_node_load *a = calloc(v->n_nodes ? v->n_nodes : 1, sizeof(*a));
+    size_t k = 0;
+    for (size_t i = 0; a && i < v->n_nodes; i++) {
+        const node_ent *e = v->nodes[i];
+        if (e->idx < 0 || e->admin.cordoned)
+            continue;
+        kf_node_load *l = &a[k++];
+        snprintf(l->node, sizeof(l->node), "%s", e->name);
+        l->mem_cap = e->mem_cap;
+        l->cpu_cap = e->cpu_cap;
+        l->slot_cap = e->slot_cap;
+        l->mem_used = e->mem_used;
+        l->cpu_used = e->cpu_used;
+        l->slots_used = e->sessions;
+        l->creates = e->reported.creates;
+    }
+    pthread_mutex_unlock(&v->mu);
+    if (!a)
+        return -ENOMEM;
+    qsort(a, k, sizeof(*a), load_cmp);
+    *out = a;
+    *n = k;
+    return 0;
+}

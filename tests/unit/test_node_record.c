@@ -90,6 +90,26 @@ static void test_admin_hostile(void **state) {
     free(big);
 }
 
+static void test_pool_record(void **state) {
+    (void)state;
+    char *j = kf_pool_record_json(7, 1700000000000);
+    assert_non_null(j);
+    uint32_t t = 99;
+    assert_int_equal(kf_pool_record_parse(j, strlen(j), &t), 0);
+    assert_int_equal(t, 7);
+    free(j);
+    const char *ok = "{\"target\":\"0\"}";
+    assert_int_equal(kf_pool_record_parse(ok, strlen(ok), &t), 0);
+    assert_int_equal(t, 0);
+    const char *bad[] = {"", "[]", "{}", "{\"target\":-1}", "{\"target\":1.5}", "{\"target\":\"x\"}",
+                         "{\"target\":100001}", "{\"target\":true}", "{\"target\":null}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        t = 5;
+        assert_int_equal(kf_pool_record_parse(bad[i], strlen(bad[i]), &t), -EBADMSG);
+        assert_int_equal(t, 0);
+    }
+}
+
 static void test_node_name(void **state) {
     (void)state;
     const char *good[] = {"a", "node-1", "n.example_2", "A-Z.a-z_0-9",
@@ -141,6 +161,7 @@ int main(void) {
         cmocka_unit_test(test_usage_exact_integers),
         cmocka_unit_test(test_admin_round_trip),
         cmocka_unit_test(test_admin_hostile),
+        cmocka_unit_test(test_pool_record),
         cmocka_unit_test(test_node_name),
         cmocka_unit_test(test_admin_text),
     };

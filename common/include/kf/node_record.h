@@ -6,6 +6,8 @@
  *   /kfleet/nodes/<node>  node record, on the node's lease
  *   /kfleet/usage/<node>  usage record, on the node's lease, <= 1 write/s
  *   /kfleet/admin/<node>  admin record, no lease (outlives the agent)
+ *   /kfleet/pools/<node>  pool record, no lease: the warm-pool size the
+ *                         scheduler's leader asks of the node
  *
  * Values are JSON objects. Integers are JSON numbers up to 10^15 - 1 (what
  * cJSON prints exactly) and decimal strings above; readers accept both and
@@ -28,6 +30,7 @@
 #define KF_KEY_USAGE "/kfleet/usage/"
 #define KF_KEY_ADMIN "/kfleet/admin/"
 #define KF_KEY_DRAINS "/kfleet/drains/"
+#define KF_KEY_POOLS "/kfleet/pools/"
 
 /* A node name (the last component of its keys): 1..KF_NODE_NAME_MAX of
  * [A-Za-z0-9._-], not starting with a dot. */
@@ -104,6 +107,16 @@ bool kf_node_usage_equal(const kf_node_usage *a, const kf_node_usage *b);
  * NULL on allocation failure. */
 char *kf_drain_request_json(const char *node, const char *reason, const char *by, int64_t now_unix_ms,
                             int64_t deadline_unix_ms, uint32_t parallel);
+
+/* The pool record: how many warm sandboxes the scheduler asks the node to
+ * keep. KF_POOL_TARGET_MAX bounds what a reader accepts (the agent bounds
+ * it further by --pool-max). */
+#define KF_POOL_TARGET_MAX 100000
+/* kf_pool_record_json - {target, updated_unix_ms}. NULL on ENOMEM. */
+char *kf_pool_record_json(uint32_t target, int64_t now_unix_ms);
+/* kf_pool_record_parse - the target of text[0..len) (untrusted). -EBADMSG
+ * if it is not an object with a whole "target" in 0..KF_POOL_TARGET_MAX. */
+int kf_pool_record_parse(const char *text, size_t len, uint32_t *target);
 
 /* kf_node_admin_json - the admin record {cordoned, reason, by, at}. */
 char *kf_node_admin_json(const kf_node_admin *a);
