@@ -167,7 +167,7 @@ int kf_move_export_begin(kf_agent *a, const char *id, const char *reason, int fo
     kf_sandbox_paths(a, s, "volume.img", img, sizeof(img));
     if ((r = kf_volume_wait_detached(img, 5000, err)) < 0)
         goto fail;
-    uint64_t size, data = 0, start, stop;
+    uint64_t size = 0, data = 0, start = 0, stop = 0;
     if ((r = open_image(a, s, img_fd, &size, err)) < 0)
         goto fail;
     /* The stream's length goes ahead of it (two lseeks per extent). */

@@ -171,7 +171,7 @@ static int move_from(kf_sched *s, kf_rebalance *rb, kf_node_load *loads, size_t 
             break;
         }
         /* keep off the source and every node in the upper half of the spread */
-        size_t h, l;
+        size_t h = 0, l = 0;
         uint32_t sp = spread(loads, n, &h, &l);
         uint32_t mid = kf_node_load_share(&loads[l]) + sp / 2;
         _cleanup_free_ char(*avoid)[KF_PLACE_ID_MAX + 1] = calloc(n ? n : 1, sizeof(*avoid));
@@ -211,7 +211,7 @@ static int move_from(kf_sched *s, kf_rebalance *rb, kf_node_load *loads, size_t 
             loads[t].cpu_used += cpu;
             loads[t].slots_used++;
         }
-        size_t h2, l2;
+        size_t h2 = 0, l2 = 0;
         uint32_t sp2 = spread(loads, n, &h2, &l2);
         if (sp2 * 100ULL < (uint64_t)cfg->rebalance_low_pct * KF_PLACE_SCALE || h2 != hi)
             break; /* balanced, or another node is now the busiest: the next pass takes it */
