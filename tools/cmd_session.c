@@ -163,11 +163,9 @@ static int verb_create(int argc, char **argv, const kf_cli_globals *g0) {
             req.request_id = optarg;
             break;
         default: {
-            int r = kf_cli_global_option(cmd, c, optarg, &g);
-            if (r < 0)
-                return KF_EXIT_USAGE;
-            if (r == 0)
-                return kf_cli_bad_option(cmd, c, argv);
+            int r = kf_cli_other_option(cmd, c, argv, &g);
+            if (r != KF_CLI_GO)
+                return r;
         }
         }
     }

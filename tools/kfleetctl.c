@@ -139,6 +139,13 @@ int kf_cli_usage_error(const char *cmd, const char *fmt, ...) {
     return KF_EXIT_USAGE;
 }
 
+int kf_cli_other_option(const char *cmd, int c, char **argv, kf_cli_globals *g) {
+    int r = kf_cli_global_option(cmd, c, optarg, g);
+    if (r < 0)
+        return KF_EXIT_USAGE;
+    return r == 0 ? kf_cli_bad_option(cmd, c, argv) : KF_CLI_GO;
+}
+
 int kf_cli_bad_option(const char *cmd, int c, char **argv) {
     /* getopt leaves the word it was reading at argv[optind - 1] once it has
      * finished with it; for a short option optopt names the letter (the

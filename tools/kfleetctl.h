@@ -97,6 +97,10 @@ int kf_cli_global_option(const char *cmd, int c, const char *arg, kf_cli_globals
  * to 0 and start the option string with "+:" or ":" so getopt stays quiet
  * and reports a missing value as ':'. Returns KF_EXIT_USAGE. */
 int kf_cli_bad_option(const char *cmd, int c, char **argv);
+/* kf_cli_other_option - the `default:` of every verb's getopt loop: apply
+ * `c` if it is a global option (KF_CLI_GO), else report it (unknown flag,
+ * missing or bad value) and return the exit code. */
+int kf_cli_other_option(const char *cmd, int c, char **argv, kf_cli_globals *g);
 
 /* kf_cli_usage_error - "kfleetctl CMD: <message>" and a hint to run
  * "kfleetctl CMD --help". Returns KF_EXIT_USAGE. */
