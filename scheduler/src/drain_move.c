@@ -138,30 +138,40 @@ static void delete_on(kf_sched *s, const char *node, const char *id) {
         kf_warn("session %s: no delete on %s: %s", id, node, e.msg);
 }
 
-/* Undo: the session runs on `from` again, the record says so. */
-static void undo(kf_sched *s, rec *r, const char *id, const char *from, const char *to, const char *why) {
+/* Undo: the session runs on `from` again, the record says so. `resume`
+ * false: the source refused the export before stopping anything (the
+ * session is executing), so it runs as it was; a ResumeSession would only
+ * queue behind its execution. */
+static void undo(kf_sched *s, rec *r, const char *id, const char *from, const char *to, const char *why,
+                 bool resume) {
     if (to[0])
         delete_on(s, to, id);
-    Kfleet__V1__ResumeSessionRequest req = KFLEET__V1__RESUME_SESSION_REQUEST__INIT;
-    char notice[512];
-    snprintf(notice, sizeof(notice),
-             "kernel restarted: moving this session off node %s failed (%.300s); files in /mnt/data were "
-             "kept, in-memory state was not",
-             from, why);
-    req.session_id = (char *)id;
-    req.notice = notice;
     kf_error e = {0};
-    if (agent_call(s, from, "/kfleet.v1.Agent/ResumeSession", &req.base, &kfleet__v1__session__descriptor, &e) < 0 &&
-        e.status != KF_ST_FAILED_PRECONDITION)
-        kf_warn("session %s: not resumed on %s: %s", id, from, e.msg);
+    if (resume) {
+        Kfleet__V1__ResumeSessionRequest req = KFLEET__V1__RESUME_SESSION_REQUEST__INIT;
+        char notice[512];
+        snprintf(notice, sizeof(notice),
+                 "kernel restarted: moving this session off node %s failed (%.300s); files in /mnt/data "
+                 "were kept, in-memory state was not",
+                 from, why);
+        req.session_id = (char *)id;
+        req.notice = notice;
+        if (agent_call(s, from, "/kfleet.v1.Agent/ResumeSession", &req.base, &kfleet__v1__session__descriptor,
+                       &e) < 0 &&
+            e.status != KF_ST_FAILED_PRECONDITION)
+            kf_warn("session %s: not resumed on %s: %s", id, from, e.msg);
+    }
     kf_error_clear(&e);
     if (rec_set(s, r, id, from, "", &e) < 0)
         kf_warn("session %s: record still says it is moving: %s", id, e.msg);
 }
 
-/* Steps 3: ExportSession on `from` relayed into ImportSession on `to`. */
+/* Steps 3: ExportSession on `from` relayed into ImportSession on `to`.
+ * *refused: the source answered FAILED_PRECONDITION before sending
+ * anything (the session is executing; nothing was stopped). */
 static int copy(kf_sched *s, const char *id, const char *from, const char *to, const char *cause,
-                kf_error *err) {
+                bool *refused, kf_error *err) {
+    *refused = false;
     kf_grpc_client *src, *dst;
     int rc;
     if ((rc = client_of(s, from, &src, err)) < 0 || (rc = client_of(s, to, &dst, err)) < 0)
@@ -184,8 +194,10 @@ static int copy(kf_sched *s, const char *id, const char *from, const char *to, c
     for (bool first = true;; first = false) {
         _cleanup_pb_ ProtobufCMessage *m = NULL;
         rc = kf_grpc_stream_next(ex, &m, &st);
-        if (rc < 0)
+        if (rc < 0) {
+            *refused = first && st.code == GRPC_STATUS_FAILED_PRECONDITION;
             goto rpc_fail;
+        }
         if (rc == 0)
             break;
         const Kfleet__V1__ExportChunk *ec = (const void *)m;
@@ -232,7 +244,7 @@ int kf_session_move(kf_sched *s, const char *id, const char *from, char (*avoid)
         kf_info("session %s: undoing an interrupted move to %s", id, r.ref.moving_to);
         char to[KF_PLACE_ID_MAX + 1];
         snprintf(to, sizeof(to), "%s", r.ref.moving_to);
-        undo(s, &r, id, r.ref.node, to, "the scheduler moving it stopped");
+        undo(s, &r, id, r.ref.node, to, "the scheduler moving it stopped", true);
     }
     if (strcmp(r.ref.node, from) != 0) { /* moved already */
         snprintf(target, target_size, "%s", r.ref.node);
@@ -258,9 +270,11 @@ int kf_session_move(kf_sched *s, const char *id, const char *from, char (*avoid)
         kf_view_unreserve(s->view, dst.node, id);
         goto out;
     }
-    if ((rc = copy(s, id, from, dst.node, cause, err)) < 0 || (rc = rec_set(s, &r, id, dst.node, "", err)) < 0) {
+    bool refused = false;
+    if ((rc = copy(s, id, from, dst.node, cause, &refused, err)) < 0 ||
+        (rc = rec_set(s, &r, id, dst.node, "", err)) < 0) {
         kf_view_unreserve(s->view, dst.node, id);
-        undo(s, &r, id, from, dst.node, err->msg);
+        undo(s, &r, id, from, dst.node, err->msg, !refused);
         goto out;
     }
     kf_view_started(s->view, dst.node, id, 0);
