@@ -16,7 +16,8 @@
  *     where it went).
  * Undo, for a failure in 2-4: delete any half-made copy on the target,
  * ResumeSession on the source (same volume, new kernel, a notice saying
- * the move failed), drop "moving_to". A record found with "moving_to" (the
+ * the move failed) unless the source refused the export before stopping
+ * anything (an executing session), drop "moving_to". A record found with "moving_to" (the
  * scheduler that made the move died in the middle) is undone the same way
  * before moving again.
  */
