@@ -144,6 +144,14 @@ void kf_sched_drain(kf_call *c, void *ud) {
     kf_call_finish(c, KF_ST_ABORTED, "the drain record kept changing under us; retry");
 }
 
+/* kf_drain_get with NOT_FOUND "no drain of node X" for a missing record. */
+static int read_drain(kf_sched *s, const char *node, kf_drain *d, int64_t *rev, kf_error *err) {
+    int rc = kf_drain_get(s, node, d, rev, err);
+    if (rc == -ENOENT)
+        kf_error_set(err, rc, KF_ST_NOT_FOUND, "no drain of node %s", node);
+    return rc;
+}
+
 void kf_sched_get_drain(kf_call *c, void *ud) {
     kf_sched *s = ud;
     kf_tenant tenant;
@@ -154,9 +162,7 @@ void kf_sched_get_drain(kf_call *c, void *ud) {
     kf_drain d = {0};
     int64_t rev;
     kf_error err = {0};
-    int rc = kf_drain_get(s, req->node, &d, &rev, &err);
-    if (rc == -ENOENT)
-        kf_error_set(&err, rc, KF_ST_NOT_FOUND, "no drain of node %s", req->node);
+    int rc = read_drain(s, req->node, &d, &rev, &err);
     if (rc < 0)
         kf_call_fail(c, &err);
     else
@@ -176,13 +182,7 @@ void kf_sched_watch_drain(kf_call *c, void *ud) {
         kf_drain d = {0};
         int64_t rev = 0;
         kf_error err = {0};
-        int rc = kf_drain_get(s, req->node, &d, &rev, &err);
-        if (rc == -ENOENT) {
-            kf_error_set(&err, rc, KF_ST_NOT_FOUND, "no drain of node %s", req->node);
-            kf_call_fail(c, &err);
-            return;
-        }
-        if (rc < 0) {
+        if (read_drain(s, req->node, &d, &rev, &err) < 0) {
             kf_call_fail(c, &err);
             return;
         }
@@ -226,9 +226,7 @@ void kf_sched_cancel_drain(kf_call *c, void *ud) {
     for (int attempt = 0; attempt < RECORD_TRIES; attempt++) {
         kf_drain d = {0};
         int64_t rev = 0;
-        int rc = kf_drain_get(s, req->node, &d, &rev, &err);
-        if (rc == -ENOENT)
-            kf_error_set(&err, rc, KF_ST_NOT_FOUND, "no drain of node %s", req->node);
+        int rc = read_drain(s, req->node, &d, &rev, &err);
         if (rc < 0) {
             kf_call_fail(c, &err);
             return;
