@@ -1,8 +1,11 @@
 /* create.c - CreateSession: check the tenant's quotas, place, commit, start.
  *
- * With a client request_id, a create whose id is already recorded is
- * answered from that record first (request_ids.c: the same session, or
- * why not), and step 2 writes the request record in the same txn.
+ * With a client request_id, step 2 also writes the request record, in the
+ * same txn, only if absent. That compare is how a retry is recognised
+ * (no read before the commit: a create costs no etcd request beyond its
+ * share of a txn): a commit that lost because the request id is recorded,
+ * and a create that quotas or placement would refuse, are answered from
+ * the record (request_ids.c: the same session, or why not).
  *
  * 0. the caller's tenant (auth.c) must stay within its max_sessions and
  *    max_memory_bytes, counted from the session table. v0: the check and
@@ -12,7 +15,7 @@
  * 1. pick a node in the cached view (kf_view_place reserves the request
  *    there, so concurrent creates spread);
  * 2. commit /kfleet/sessions/<id> = {id, node, tenant, created_unix_ms, limits} in
- *    one txn that requires the key to be absent and the node record to be
+ *    a txn (shared with concurrent creates: commit_batch.c) that requires the key to be absent and the node record to be
  *    the one we placed on (its mod revision): a node that re-registered or
  *    left meanwhile makes the commit fail and placement runs again; with a
  *    request id also /kfleet/requests/<tenant>/<id> -> the session, only if
@@ -117,38 +120,24 @@ static int check_quota(kf_sched *s, const kf_tenant *t, uint64_t memory, char *m
 }
 
 /* Commits the session record, and with a request id its request record
- * (on the retention lease), in one txn; *won false when a compare failed
- * (lost a race), and then *rid_taken says whether the request id is what
- * was taken (another create of the same request committed first). */
+ * (on the retention lease), in one txn shared with concurrent creates
+ * (commit_batch.c); *won false when a compare failed (lost a race), and
+ * then *rid_taken says whether the request id is what was taken (another
+ * create of the same request committed first). */
 static int commit(kf_sched *s, const char *id, const kf_node_addr *n, const char *record,
                   const kf_create_req *cr, const char *rid_record, int64_t lease, bool *won,
                   bool *rid_taken, kf_error *err) {
     char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX], nkey[sizeof(KF_KEY_NODES) + KF_PLACE_ID_MAX];
     snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
     snprintf(nkey, sizeof(nkey), "%s%s", KF_KEY_NODES, n->node);
-    const char *rkey = cr ? cr->key : "";
-    kf_etcd_cmp cmps[] = {
-        {.key = key, .key_len = strlen(key), .target = KF_ETCD_CMP_CREATE, .result = KF_ETCD_CMP_EQUAL, .number = 0},
-        {.key = nkey, .key_len = strlen(nkey), .target = KF_ETCD_CMP_MOD, .result = KF_ETCD_CMP_EQUAL,
-         .number = n->mod_revision},
-        {.key = rkey, .key_len = strlen(rkey), .target = KF_ETCD_CMP_CREATE, .result = KF_ETCD_CMP_EQUAL,
-         .number = 0},
-    };
-    kf_etcd_op puts[] = {
-        {.type = KF_ETCD_OP_PUT, .key = key, .key_len = strlen(key), .value = record,
-         .value_len = strlen(record)},
-        {.type = KF_ETCD_OP_PUT, .key = rkey, .key_len = strlen(rkey), .value = rid_record,
-         .value_len = rid_record ? strlen(rid_record) : 0, .lease = lease},
-    };
-    *rid_taken = false;
-    if (!cr)
-        return kf_etcd_txn(s->etcd, cmps, 2, puts, 1, NULL, 0, won, NULL, err);
-    kf_etcd_op check = {.type = KF_ETCD_OP_RANGE, .key = rkey, .key_len = strlen(rkey)};
-    kf_etcd_txn_result res = {0};
-    int rc = kf_etcd_txn(s->etcd, cmps, 3, puts, 2, &check, 1, won, &res, err);
-    if (rc == 0 && !*won && res.n == 1 && res.results[0].kvs.n > 0)
-        *rid_taken = true;
-    kf_etcd_txn_result_done(&res);
+    kf_commit_entry e = {.key = key, .node_key = nkey, .node_mod_revision = n->mod_revision,
+                         .record = record, .request_key = cr ? cr->key : NULL,
+                         .request_record = rid_record, .lease = lease};
+    int rc = kf_commit_batch_run(s->commits, &e);
+    *won = e.won;
+    *rid_taken = e.rid_taken;
+    if (rc < 0)
+        *err = e.err;
     return rc;
 }
 
@@ -203,10 +192,6 @@ void kf_sched_create(kf_call *c, void *ud) {
     kf_create_req cr_store, *cr;
     if (request_id_of(c, req, &tenant, &cr_store, &cr) < 0)
         return;
-    /* A known request id is answered from its record, before quotas and
-     * placement: a retry of a create that worked must not be refused. */
-    if (cr && kf_request_replay(s, c, cr, &tenant, req))
-        return;
     const Kfleet__V1__Limits *l = req->limits;
     kf_place_request preq = {
         .memory = l && l->memory_bytes ? l->memory_bytes : DEFAULT_MEMORY,
@@ -214,6 +199,9 @@ void kf_sched_create(kf_call *c, void *ud) {
     };
     char qmsg[KF_ERROR_MSG_MAX];
     if (check_quota(s, &tenant, preq.memory, qmsg, sizeof(qmsg)) < 0) {
+        /* a retry of a create that worked must not be refused */
+        if (cr && kf_request_replay(s, c, cr, &tenant, req))
+            return;
         kf_info("create refused: %s", qmsg);
         kf_call_finish(c, KF_ST_RESOURCE_EXHAUSTED, qmsg);
         return;
@@ -233,6 +221,8 @@ void kf_sched_create(kf_call *c, void *ud) {
         kf_random_id(id, sizeof(id), "s-", 20);
         int rc = kf_view_place(s->view, &preq, exclude, n_exclude, id, &n, explain, sizeof(explain));
         if (rc < 0) {
+            if (n_exclude == 0 && commits == 0 && cr && kf_request_replay(s, c, cr, &tenant, req))
+                return; /* a retry of a create that worked: no room is needed */
             if (n_exclude == 0)
                 kf_call_finish(c, rc == -ENOSPC ? KF_ST_RESOURCE_EXHAUSTED : KF_ST_INTERNAL, explain);
             else

@@ -96,6 +96,7 @@ int main(int argc, char **argv) {
                        .observe_userdata = kf_sched_metrics_etcd(s->metrics)};
     if (kf_etcd_client_new(&eo, &s->etcd, &err) < 0 ||
         (kf_request_ids_new(s->etcd, &s->requests) < 0 && kf_error_set(&err, -ENOMEM, 0, "out of memory") < 0) ||
+        (kf_commit_batch_new(s->etcd, s->metrics, &s->commits) < 0 && kf_error_set(&err, -ENOMEM, 0, "out of memory") < 0) ||
         kf_view_start(s->etcd, &s->cfg, START_LIST_WAIT_MS, &s->view, &err) < 0 ||
         kf_session_table_start(s->etcd, START_LIST_WAIT_MS, &s->sessions, &err) < 0 ||
         kf_leader_start(s, &s->leader, &err) < 0) {
@@ -151,6 +152,7 @@ int main(int argc, char **argv) {
     s->sessions = kf_session_table_free(s->sessions);
     s->view = kf_view_free(s->view);
     s->requests = kf_request_ids_free(s->requests);
+    s->commits = kf_commit_batch_free(s->commits);
     s->etcd = kf_etcd_client_free(s->etcd);
     s->tenants = kf_tenants_free(s->tenants);
     s->metrics = kf_sched_metrics_free(s->metrics);

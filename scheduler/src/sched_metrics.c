@@ -9,6 +9,8 @@
  *   session_create_duration_seconds       histogram whole CreateSession, placement to reply
  *   execute_duration_seconds              histogram forwarded Execute streams, start to end
  *   placement_conflicts_total             counter   commits that lost a race
+ *   session_commit_txns_total             counter   etcd txns of new sessions' records (batched)
+ *   session_commits_total                 counter   records committed through those txns
  *   placement_retries_total               counter   placements run again (conflict, failed start)
  *   nodes{state}                          gauge     ready | cordoned | not_ready | draining | drained
  *   cluster_sessions                      gauge     sessions the registered nodes report
@@ -35,7 +37,7 @@
 struct kf_sched_metrics {
     kf_sched *s;
     kf_daemon_metrics dm;
-    kf_counter *creates, *create_failures, *conflicts, *retries;
+    kf_counter *creates, *create_failures, *conflicts, *retries, *commit_txns, *commits;
     kf_histogram *create_seconds, *execute_seconds;
     kf_gauge *nodes[N_NODE_STATES];
     kf_gauge *sessions, *pool_ready, *pool_target, *drains;
@@ -116,6 +118,10 @@ int kf_sched_metrics_new(kf_sched *s, kf_sched_metrics **out, kf_error *err) {
           "Time of a forwarded Execute, from the call to the end of its stream."),
         C(conflicts, "kfleet_scheduler_placement_conflicts_total",
           "Placement commits that lost a race (the node changed meanwhile)."),
+        C(commit_txns, "kfleet_scheduler_session_commit_txns_total",
+          "etcd txns that committed new sessions' records (concurrent creates share one)."),
+        C(commits, "kfleet_scheduler_session_commits_total",
+          "New sessions' records committed through those txns (commits / txns = the batching)."),
         C(retries, "kfleet_scheduler_placement_retries_total",
           "Placements run again after a lost race or a failed start."),
         G(sessions, "kfleet_scheduler_cluster_sessions", "Sessions the registered nodes last reported."),
@@ -163,6 +169,13 @@ void kf_sched_metrics_create(kf_sched_metrics *m, bool ok, int64_t start_us) {
 void kf_sched_metrics_conflict(kf_sched_metrics *m) {
     if (m)
         kf_counter_inc(m->conflicts);
+}
+
+void kf_sched_metrics_commit_txn(kf_sched_metrics *m, size_t records) {
+    if (m) {
+        kf_counter_inc(m->commit_txns);
+        kf_counter_add(m->commits, records);
+    }
 }
 
 void kf_sched_metrics_retry(kf_sched_metrics *m) {

@@ -41,6 +41,8 @@ kf_etcd_metrics *kf_sched_metrics_etcd(kf_sched_metrics *m);
 void kf_sched_metrics_create(kf_sched_metrics *m, bool ok, int64_t start_us);
 /* A placement commit lost its race (the node changed, or the id was taken). */
 void kf_sched_metrics_conflict(kf_sched_metrics *m);
+/* A txn of new session records ran (commit_batch.c): `records` of them. */
+void kf_sched_metrics_commit_txn(kf_sched_metrics *m, size_t records);
 /* Placement ran again (after a lost race or a failed start). */
 void kf_sched_metrics_retry(kf_sched_metrics *m);
 /* A forwarded call to `path` ended, started at start_us (Execute is timed). */

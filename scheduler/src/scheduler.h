@@ -325,6 +325,43 @@ char *kf_request_record(const char *session_id, const char *fp);
 int kf_request_replay(kf_sched *s, kf_call *c, const kf_create_req *cr, const kf_tenant *tenant,
                       const Kfleet__V1__CreateSessionRequest *req);
 
+/* ---- commit_batch.c: group commit of new session records ---------------- */
+
+typedef struct kf_commit_batch kf_commit_batch;
+struct kf_sched_metrics;
+
+/* One create's commit: the records to put and what they rely on. The
+ * caller owns the entry (on its stack) and every string it points to. */
+typedef struct kf_commit_entry {
+    const char *key;           /* /kfleet/sessions/<id>: must be absent */
+    const char *node_key;      /* /kfleet/nodes/<node>: must still have... */
+    int64_t node_mod_revision; /* ...this mod revision (placement relied on it) */
+    const char *record;        /* the session record */
+    const char *request_key;   /* NULL: no request id; else must be absent */
+    const char *request_record;
+    int64_t lease; /* of the request record */
+    /* results */
+    int rc;         /* 0, or the error of the txn (then `err`) */
+    bool won;       /* the compares held and both records are written */
+    bool rid_taken; /* !won because the request key exists (another create of it won) */
+    kf_error err;
+    /* private to commit_batch.c */
+    bool done;
+    struct kf_commit_entry *next;
+} kf_commit_entry;
+
+/* kf_commit_batch_new - commits go through `etcd`; `metrics` (may be NULL)
+ * counts the txns and the records in them. */
+int kf_commit_batch_new(kf_etcd *etcd, struct kf_sched_metrics *metrics, kf_commit_batch **out);
+kf_commit_batch *kf_commit_batch_free(kf_commit_batch *b);
+/* kf_commit_batch_run - commit `e`, folded into one etcd txn with other
+ * commits that are waiting at the same time (see the file comment). Blocks
+ * until its txn has run; returns e->rc. rc < 0 other than -ENOENT (lease
+ * gone) means the outcome is unknown: the caller deletes what it put. */
+int kf_commit_batch_run(kf_commit_batch *b, kf_commit_entry *e);
+/* kf_commit_batch_stats - txns run and entries committed through them. */
+void kf_commit_batch_stats(kf_commit_batch *b, uint64_t *txns, uint64_t *entries);
+
 /* ---- the daemon ---------------------------------------------------------- */
 
 typedef struct kf_leader kf_leader;
@@ -338,6 +375,7 @@ struct kf_sched {
     kf_leader *leader;
     struct kf_sched_metrics *metrics; /* sched_metrics.c; set before any thread starts */
     kf_request_ids *requests;
+    kf_commit_batch *commits;
 };
 
 /* ---- leader.c: election; the leader's loops run on its thread ------------ */

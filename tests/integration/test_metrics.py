@@ -149,6 +149,9 @@ def test_metrics_move(fleet):
     a1, s1 = parse(scrape(agent.metrics)), parse(scrape(sched.metrics))
     assert value(s1, "kfleet_scheduler_session_creates_total") == value(s0, "kfleet_scheduler_session_creates_total") + 1
     assert value(a1, "kfleet_agent_session_creates_total") == value(a0, "kfleet_agent_session_creates_total") + 1
+    # a lone create is a txn of its own (commit_batch.c)
+    for series in ("kfleet_scheduler_session_commits_total", "kfleet_scheduler_session_commit_txns_total"):
+        assert value(s1, series) == value(s0, series) + 1, series
     assert value(s1, "kfleet_scheduler_session_create_duration_seconds_count") == \
         value(s0, "kfleet_scheduler_session_create_duration_seconds_count") + 1
     assert value(a1, "kfleet_agent_sessions", state="ready") >= 1
