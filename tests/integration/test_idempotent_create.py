@@ -4,6 +4,7 @@ a repeat, a race of threads over both schedulers, a retry after a
 scheduler is killed, a create that committed but never started (its
 scheduler died in between), a mismatch, bad ids, a failed start that
 leaves no request record, tenant separation, and kfleetctl --request-id."""
+import contextlib
 import hashlib
 import json
 import os
@@ -227,27 +228,73 @@ def test_failed_start_leaves_no_request_record(scheds, etcd):
     c.delete(s.id)
 
 
-def test_tenants_do_not_share_request_ids(etcd, agents):
+@contextlib.contextmanager
+def tenant_scheduler(etcd, tenants):
+    """A scheduler of its own started with --tenants (a list of dicts)."""
     d = tempfile.mkdtemp(prefix="kft-")
     try:
         path = os.path.join(d, "tenants.json")
-        h.write_tenants(path, [{"name": "acme", "tokens": ["tok-acme-0123456789abcdef"]},
-                               {"name": "globex", "tokens": ["tok-globex-0123456789abcdef"]}])
+        h.write_tenants(path, tenants)
         s = h.TenantScheduler(etcd.url, extra=["--tenants", path]).start()
         try:
-            a = s.client("tok-acme-0123456789abcdef")
-            g = s.client("tok-globex-0123456789abcdef")
-            sa, sg = create(a, "shared-rid"), create(g, "shared-rid")
-            assert sa.id != sg.id
-            assert create(a, "shared-rid").id == sa.id and create(g, "shared-rid").id == sg.id
-            assert etcd.get_json(req_key("acme", "shared-rid"))["session_id"] == sa.id
-            assert etcd.get_json(req_key("globex", "shared-rid"))["session_id"] == sg.id
-            a.delete(sa.id)
-            g.delete(sg.id)
+            yield s
         finally:
             check_clean(s)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_tenants_do_not_share_request_ids(etcd, agents):
+    with tenant_scheduler(etcd, [{"name": "acme", "tokens": ["tok-acme-0123456789abcdef"]},
+                                 {"name": "globex", "tokens": ["tok-globex-0123456789abcdef"]}]) as s:
+        a = s.client("tok-acme-0123456789abcdef")
+        g = s.client("tok-globex-0123456789abcdef")
+        sa, sg = create(a, "shared-rid"), create(g, "shared-rid")
+        assert sa.id != sg.id
+        assert create(a, "shared-rid").id == sa.id and create(g, "shared-rid").id == sg.id
+        assert etcd.get_json(req_key("acme", "shared-rid"))["session_id"] == sa.id
+        assert etcd.get_json(req_key("globex", "shared-rid"))["session_id"] == sg.id
+        a.delete(sa.id)
+        g.delete(sg.id)
+
+
+def test_retry_is_answered_at_the_quota(etcd, agents):
+    """No read precedes the commit: a create that its tenant's quota would
+    refuse is answered from the request record when it is a retry."""
+    with tenant_scheduler(etcd, [{"name": "one", "tokens": ["tok-one-0123456789abcdef"], "max_sessions": 1}]) as s:
+        c = s.client("tok-one-0123456789abcdef")
+        s1 = create(c, "quota-rid")
+        try:
+            assert create(c, "quota-rid").id == s1.id  # at the quota, the retry gets its session
+            code, msg = code_of(lambda: create(c, "quota-other"))  # a new request is refused
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_sessions=1" in msg, msg
+            assert etcd.get(req_key("one", "quota-other")) is None
+        finally:
+            c.delete(s1.id)
+
+
+def test_retry_is_answered_when_no_node_has_room(scheds, etcd):
+    c = scheds[0].client()
+    s1 = create(c, "room-rid")
+
+    def view_cordoned():  # the scheduler's view follows the admin records
+        out = subprocess.run([h.binary("kfleetctl"), "--server", "unix:" + scheds[0].sock, "-o", "json",
+                              "node", "list"], capture_output=True, text=True, timeout=30)
+        nodes = json.loads(out.stdout) if out.returncode == 0 else []
+        nodes = nodes.get("nodes", []) if isinstance(nodes, dict) else nodes
+        mine = [n for n in nodes if n.get("id") in NODES]
+        return len(mine) == len(NODES) and all(n.get("admin", {}).get("cordoned") for n in mine)
+    try:
+        for n in NODES:
+            etcd.put("/kfleet/admin/" + n, json.dumps({"cordoned": True, "reason": "test", "by": "t", "at": 1}))
+        assert etcd.wait_for(view_cordoned, timeout=15)
+        assert create(c, "room-rid").id == s1.id  # placement would refuse: the record answers
+        code, msg = code_of(lambda: create(c, "room-other"))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "cordon" in msg, msg
+    finally:
+        for n in NODES:
+            etcd.delete("/kfleet/admin/" + n)
+        c.delete(s1.id)
 
 
 def test_kfleetctl_request_id(scheds):
