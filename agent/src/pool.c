@@ -16,8 +16,12 @@
 #include "kf/log.h"
 #include "kf/util.h"
 
-/* Pause between a claim and the refill it triggers. */
-#define REFILL_DELAY_US 50000
+/* Refill pacing: a sandbox start (mkfs, python: ~1 s of CPU) waits until
+ * no claim came for REFILL_QUIET_MS, so the creates of a burst are served
+ * first, but never more than REFILL_MAX_DEFER_MS, so a steady stream of
+ * creates still gets its pool refilled. */
+#define REFILL_QUIET_MS 50
+#define REFILL_MAX_DEFER_MS 1000
 
 static pthread_t g_pool_thread;
 static int g_pool_running;
@@ -43,6 +47,7 @@ kf_session *kf_pool_claim(kf_agent *a, const kf_limits *l) {
             s->state = KF_SS_STARTING;
             a->pool_ready--;
             a->pool_claims_total++;
+            a->pool_last_claim_ms = kf_mono_ms();
             pthread_cond_broadcast(&a->table_cond);
             pthread_mutex_unlock(&a->table_lock);
             return s;
@@ -103,6 +108,23 @@ static bool pool_trim(kf_agent *a) {
     return true;
 }
 
+/* Returns once claims have been quiet for REFILL_QUIET_MS, or after
+ * REFILL_MAX_DEFER_MS, or at once when the agent stops. */
+static void refill_pace(kf_agent *a) {
+    int64_t start = kf_mono_ms();
+    for (;;) {
+        pthread_mutex_lock(&a->table_lock);
+        int64_t last = a->pool_last_claim_ms;
+        int stop = a->stopping;
+        pthread_mutex_unlock(&a->table_lock);
+        int64_t now = kf_mono_ms();
+        if (stop || now - last >= REFILL_QUIET_MS || now - start >= REFILL_MAX_DEFER_MS)
+            return;
+        int64_t wait = last + REFILL_QUIET_MS - now;
+        usleep((useconds_t)(wait > 0 ? wait : 1) * 1000);
+    }
+}
+
 static void *pool_loop(void *arg) {
     kf_agent *a = arg;
     int failures = 0;
@@ -123,10 +145,8 @@ static void *pool_loop(void *arg) {
             pool_trim(a);
             continue;
         }
-        /* A claim just woke us: let the creates of a burst finish before a
-         * sandbox start (mkfs, python: ~1 s of CPU) competes with them. */
         if (refill)
-            usleep(REFILL_DELAY_US);
+            refill_pace(a);
         pthread_mutex_lock(&a->table_lock);
         a->pool_starting++;
         pthread_mutex_unlock(&a->table_lock);

@@ -111,6 +111,7 @@ typedef struct kf_agent {
     size_t tomb_next;
     int stopping;
     uint64_t creates_total, pool_claims_total;
+    int64_t pool_last_claim_ms; /* kf_mono_ms() of the last pool claim (refill pacing) */
     /* cluster registration (registry.c): NULL without --etcd; set before
      * the server starts, freed after it stops */
     struct kf_registry *registry;
