@@ -17,15 +17,14 @@
  * Deleting a session does not delete its request record: within the
  * retention a retry is told the session is gone instead of making another.
  *
- * The fingerprint is the SHA-256 (hex) of the request's limits and labels
- * in a canonical text form (see fingerprint()), so "the same request id
- * with different limits" is told apart from a retry without storing the
- * request.
+ * The request id check and the fingerprint (SHA-256 of the request's
+ * limits and labels, so "the same request id with different limits" is
+ * told apart from a retry without storing the request) are common's
+ * (kf/request_id.h): a lone agent answers the same way.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,6 +34,7 @@
 
 #include "kf/cleanup.h"
 #include "kf/log.h"
+#include "kf/request_id.h"
 #include "kf/util.h"
 #include "kfleet/v1/agent.pb-c.h"
 #include "kfleet/v1/sessions.pb-c.h"
@@ -95,20 +95,6 @@ void kf_request_lease_lost(kf_request_ids *r, int64_t lease) {
     pthread_mutex_unlock(&r->mu);
 }
 
-int kf_request_id_check(const char *rid, kf_error *err) {
-    size_t n = strlen(rid);
-    if (n == 0 || n > KF_REQUEST_ID_MAX)
-        return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
-                            "request_id: %zu bytes; must be 1-%d printable ASCII characters", n,
-                            KF_REQUEST_ID_MAX);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)rid[i] < 0x20 || (unsigned char)rid[i] > 0x7e)
-            return kf_error_set(err, -EINVAL, KF_ST_INVALID_ARGUMENT,
-                                "request_id: byte 0x%02x at offset %zu is not printable ASCII",
-                                (unsigned char)rid[i], i);
-    return 0;
-}
-
 /* Key bytes: [A-Za-z0-9._~-] as they are, every other byte as %XX, so a
  * request id holding '/' cannot reach outside its tenant's prefix. */
 static bool plain(unsigned char ch) {
@@ -129,62 +115,6 @@ void kf_request_key(const char *tenant, const char *rid, char *out, size_t size)
         }
     }
     out[o < size ? o : size - 1] = '\0';
-}
-
-static int cmp_label(const void *a, const void *b) {
-    const Kfleet__V1__CreateSessionRequest__LabelsEntry *x = *(void *const *)a, *y = *(void *const *)b;
-    return strcmp(x->key ? x->key : "", y->key ? y->key : "");
-}
-
-/* The canonical text hashed: the eight limits in field order, then each
- * label (sorted by key) with length prefixes, so no two requests that
- * differ give the same text. */
-static int fingerprint_text(const Kfleet__V1__CreateSessionRequest *req, EVP_MD_CTX *md) {
-    static const Kfleet__V1__Limits zero = KFLEET__V1__LIMITS__INIT;
-    const Kfleet__V1__Limits *l = req->limits ? req->limits : &zero;
-    char buf[512];
-    int n = snprintf(buf, sizeof(buf),
-                     "memory_bytes=%" PRIu64 ";cpu_millis=%" PRIu32 ";pids=%" PRIu32
-                     ";exec_timeout_ms=%" PRIu32 ";disk_bytes=%" PRIu64 ";disk_inodes=%" PRIu64
-                     ";idle_timeout_s=%" PRIu32 ";max_lifetime_s=%" PRIu32,
-                     l->memory_bytes, l->cpu_millis, l->pids, l->exec_timeout_ms, l->disk_bytes,
-                     l->disk_inodes, l->idle_timeout_s, l->max_lifetime_s);
-    if (!EVP_DigestUpdate(md, buf, (size_t)n))
-        return -EIO;
-    if (!req->n_labels)
-        return 0;
-    _cleanup_free_ void **sorted = malloc(req->n_labels * sizeof(*sorted));
-    if (!sorted)
-        return -ENOMEM;
-    memcpy(sorted, req->labels, req->n_labels * sizeof(*sorted));
-    qsort(sorted, req->n_labels, sizeof(*sorted), cmp_label);
-    for (size_t i = 0; i < req->n_labels; i++) {
-        const Kfleet__V1__CreateSessionRequest__LabelsEntry *e = sorted[i];
-        const char *k = e->key ? e->key : "", *v = e->value ? e->value : "";
-        n = snprintf(buf, sizeof(buf), ";label:%zu:", strlen(k));
-        if (!EVP_DigestUpdate(md, buf, (size_t)n) || !EVP_DigestUpdate(md, k, strlen(k)))
-            return -EIO;
-        n = snprintf(buf, sizeof(buf), "=%zu:", strlen(v));
-        if (!EVP_DigestUpdate(md, buf, (size_t)n) || !EVP_DigestUpdate(md, v, strlen(v)))
-            return -EIO;
-    }
-    return 0;
-}
-
-int kf_request_fingerprint(const Kfleet__V1__CreateSessionRequest *req,
-                           char out[KF_REQUEST_FP_LEN + 1]) {
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    unsigned char d[32];
-    unsigned int dn = 0;
-    int rc = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) ? fingerprint_text(req, md) : -ENOMEM;
-    if (rc == 0 && (!EVP_DigestFinal_ex(md, d, &dn) || dn != sizeof(d)))
-        rc = -EIO;
-    EVP_MD_CTX_free(md);
-    if (rc < 0)
-        return rc;
-    for (size_t i = 0; i < sizeof(d); i++)
-        snprintf(out + 2 * i, 3, "%02x", d[i]);
-    return 0;
 }
 
 char *kf_request_record(const char *session_id, const char *fp) {
@@ -281,11 +211,11 @@ int kf_request_replay(kf_sched *s, kf_call *c, const kf_create_req *cr, const kf
             kf_call_fail(c, &err);
             return 1;
         }
-        if (strcmp(rec.fp, cr->fp) != 0)
-            return answer(c, KF_ST_ALREADY_EXISTS,
-                          "request id %.128s was used for a different request (other limits or "
-                          "labels; session %s)",
-                          cr->id, rec.session_id);
+        if (strcmp(rec.fp, cr->fp) != 0) {
+            kf_request_err_conflict(&err, cr->id, rec.session_id);
+            kf_call_fail(c, &err);
+            return 1;
+        }
         kf_session_ref ref;
         kf_node_addr n;
         if (kf_session_table_lookup(s->sessions, rec.session_id, &ref) < 0) {
@@ -296,10 +226,9 @@ int kf_request_replay(kf_sched *s, kf_call *c, const kf_create_req *cr, const kf
             int rr = read_rec(s, cr, &again, &err);
             if (rr == -ENOENT || (rr == 0 && strcmp(again.session_id, rec.session_id) != 0))
                 continue;
-            return answer(c, KF_ST_FAILED_PRECONDITION,
-                          "request id %.128s already created session %s, which no longer exists "
-                          "(deleted or expired)",
-                          cr->id, rec.session_id);
+            kf_request_err_gone(&err, cr->id, rec.session_id);
+            kf_call_fail(c, &err);
+            return 1;
         }
         if (kf_view_node(s->view, ref.node, &n) < 0)
             return answer(c, KF_ST_UNAVAILABLE,

@@ -22,6 +22,7 @@
 #include "kf/grpc_client.h"
 #include "kf/grpc_server.h"
 #include "kf/node_record.h"
+#include "kf/request_id.h"
 #include "kfleet/v1/sessions.pb-c.h"
 #include "placement.h"
 
@@ -280,8 +281,6 @@ int kf_session_forget(kf_sched *s, const char *id);
 /* ---- request_ids.c: idempotent CreateSession by client request id ------ */
 
 #define KF_KEY_REQUESTS "/kfleet/requests/"
-#define KF_REQUEST_ID_MAX 128
-#define KF_REQUEST_FP_LEN 64 /* SHA-256, hex */
 /* /kfleet/requests/<tenant>/<request id, each byte as itself or %XX> */
 #define KF_REQUEST_KEY_MAX (sizeof(KF_KEY_REQUESTS) + KF_TENANT_NAME_MAX + 1 + 3 * KF_REQUEST_ID_MAX + 1)
 #define KF_REQUEST_LEASE_TTL_S (25 * 3600) /* records live 24-25 h (lease replaced hourly) */
@@ -306,13 +305,8 @@ int kf_request_lease(kf_request_ids *r, int64_t *lease, kf_error *err);
 /* kf_request_lease_lost - etcd no longer knows `lease` (a txn said so):
  * the next kf_request_lease grants a new one. */
 void kf_request_lease_lost(kf_request_ids *r, int64_t lease);
-/* kf_request_id_check - 1-KF_REQUEST_ID_MAX printable ASCII, else
- * -EINVAL / INVALID_ARGUMENT naming what is wrong. */
-int kf_request_id_check(const char *rid, kf_error *err);
 /* kf_request_key - the record's key (rid must have passed the check). */
 void kf_request_key(const char *tenant, const char *rid, char *out, size_t size);
-/* kf_request_fingerprint - SHA-256 hex of the request's limits and labels. */
-int kf_request_fingerprint(const Kfleet__V1__CreateSessionRequest *req, char out[KF_REQUEST_FP_LEN + 1]);
 /* kf_request_record - the record's JSON (malloc'd; NULL: no memory). */
 char *kf_request_record(const char *session_id, const char *fp);
 /* kf_request_replay - answer a create whose request id may be known.
