@@ -22,6 +22,7 @@
 #include "kf/log.h"
 #include "kf/util.h"
 #include "registry.h"
+#include "request_ids.h"
 #include "self_drain.h"
 #include "service.h"
 #include "session.h"
@@ -129,6 +130,12 @@ int main(int argc, char **argv) {
     kf_store_recover(a);
     if (cfg.purge)
         return purge(a);
+    /* After recovery: a record whose create a crash cut short is kept
+     * only if its session was re-adopted. */
+    if (kf_requests_open(a, KF_AGENT_REQUESTS_MAX, &a->requests, &err) < 0) {
+        kf_err("%s", err.msg);
+        return 1;
+    }
 
     if (kf_agent_metrics_new(a, &a->metrics, &err) < 0) {
         kf_err("%s", err.msg);
@@ -187,6 +194,7 @@ int main(int argc, char **argv) {
     kf_server_free(srv);
     /* After the server: no handler reads it any more. Revokes the lease. */
     a->registry = kf_registry_free(a->registry);
+    a->requests = kf_requests_free(a->requests);
     unlink(cfg.listen_unix);
     kf_session **all;
     size_t n;

@@ -12,6 +12,8 @@
 #include "execute.h"
 #include "kfleet/v1/sessions.pb-c.h"
 #include "kf/log.h"
+#include "kf/util.h"
+#include "request_ids.h"
 
 #define PB_FREE(m) protobuf_c_message_free_unpacked((ProtobufCMessage *)(m), NULL)
 
@@ -87,10 +89,17 @@ static void svc_create(kf_call *c, void *ud) {
     }
     kf_limits want;
     kf_svc_limits_from_pb(req->limits, &want);
-    PB_FREE(req);
     kf_error err = {0};
     kf_session *s = NULL;
-    int r = kf_op_create(a, NULL, NULL, &want, &s, &err);
+    int r;
+    if (req->request_id && req->request_id[0]) {
+        /* The public API has no tenants here: one scope for every client. */
+        int64_t dl = kf_call_deadline_ms(c), cap = kf_mono_ms() + KF_AGENT_REQUEST_WAIT_MS;
+        r = kf_requests_create(a->requests, a, NULL, req, &want, dl < cap ? dl : cap, &s, &err);
+    } else {
+        r = kf_op_create(a, NULL, NULL, &want, &s, &err);
+    }
+    PB_FREE(req);
     kf_svc_reply_created(c, a, r, s, &err);
 }
 

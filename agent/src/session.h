@@ -115,6 +115,9 @@ typedef struct kf_agent {
     /* cluster registration (registry.c): NULL without --etcd; set before
      * the server starts, freed after it stops */
     struct kf_registry *registry;
+    /* idempotent CreateSession (request_ids.c): set before the server
+     * starts, freed after it stops */
+    struct kf_agent_requests *requests;
     /* metrics (metrics.c): set before any thread starts, freed last */
     struct kf_agent_metrics *metrics;
     /* sums of the limits of the sessions in the index (kept by insert/remove) */
