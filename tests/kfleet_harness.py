@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import grpc
@@ -512,6 +513,42 @@ class Scheduler:
 
     def client(self):
         return Client(f"unix:{self.sock}")
+
+
+def create_with_request_id(client, rid, timeout=120, memory_bytes=256 << 20, **limits):
+    """CreateSession with request_id `rid` and these limits (256 MiB of
+    memory unless given) through a Client (agent or scheduler)."""
+    return client.stub.CreateSession(
+        client.pb.CreateSessionRequest(request_id=rid, limits=client.pb.Limits(memory_bytes=memory_bytes, **limits)),
+        timeout=timeout)
+
+
+def rpc_error(fn):
+    """Calls fn, which must fail with a gRPC error: (code, details)."""
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    raise AssertionError("the call succeeded; an error was expected")
+
+
+def race(n, fn, timeout=180):
+    """Runs fn(i) for i in range(n) on n threads at once: (results, errors),
+    errors as (code, details) of the calls that failed with a gRPC error."""
+    results, errors = [], []
+
+    def go(i):
+        try:
+            results.append(fn(i))
+        except grpc.RpcError as e:
+            errors.append((e.code(), e.details()))
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results, errors
 
 
 def netns_available():

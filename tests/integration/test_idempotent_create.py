@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.parse
 
@@ -60,16 +59,8 @@ def scheds(etcd, agents):
         check_clean(s)
 
 
-def create(client, rid, timeout=120, **limits):
-    limits.setdefault("memory_bytes", MEM)
-    return client.stub.CreateSession(
-        client.pb.CreateSessionRequest(request_id=rid, limits=client.pb.Limits(**limits)), timeout=timeout)
-
-
-def code_of(fn):
-    with pytest.raises(grpc.RpcError) as ei:
-        fn()
-    return ei.value.code(), ei.value.details()
+create = h.create_with_request_id
+code_of = h.rpc_error
 
 
 def req_key(tenant, rid):
@@ -115,19 +106,7 @@ def test_retry_on_the_other_replica(scheds):
 
 def test_racing_creates_make_one_session(scheds, etcd):
     before = set(sessions_in_etcd(etcd))
-    results, errors = [], []
-
-    def go(i):
-        try:
-            results.append(create(scheds[i % 2].client(), "race-1").id)
-        except grpc.RpcError as e:
-            errors.append((e.code(), e.details()))
-
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
+    results, errors = h.race(8, lambda i: create(scheds[i % 2].client(), "race-1").id)
     try:
         assert not errors, errors
         assert len(results) == 8 and len(set(results)) == 1, results
