@@ -1,9 +1,10 @@
 /* registry.c - the registry thread: registers this node in etcd under a
  * lease, keeps the lease alive (through a lease keeper thread), publishes
  * the node's usage when it changes (polled once a second, so at most one
- * write a second), reads the node's admin and pool records every few
- * seconds (the pool record's target becomes the warm pool's size, bounded
- * by --pool-max; without a record the pool keeps --pool), and
+ * write a second), reads the node's admin and pool records at each
+ * registration and has them followed by watches (registry_watch.c: the
+ * pool record's target becomes the warm pool's size, bounded by
+ * --pool-max; without a record the pool keeps --pool), and
  * registers again, with backoff, whenever the lease is lost (keeper report,
  * a write refused for an unknown lease, etcd restarted or wiped). On stop it
  * revokes the lease so the node's records vanish at once.
@@ -15,9 +16,9 @@
  * while a second agent started under the same node name waits instead of
  * fighting over it.
  *
- * The thread owns the etcd client, the lease, the keeper and the last usage
- * published; `mu` guards only the flags the keeper and handler threads
- * touch (stop, lost, status).
+ * The thread owns the etcd client, the lease, the keeper, the record
+ * watches and the last usage published; `mu` guards only the flags the
+ * keeper and handler threads touch (stop, lost, registered).
  */
 #include "registry.h"
 
@@ -35,9 +36,16 @@
 #include "kf/log.h"
 #include "kf/util.h"
 #include "metrics.h"
+#include "registry_watch.h"
 
 #define USAGE_INTERVAL_MS 1000 /* poll, and at most one usage write, per second */
-#define ADMIN_INTERVAL_MS 5000
+/* The watches carry every change of the admin and pool records; this
+ * re-read is a safety net for the one case they cannot see: an etcd whose
+ * revision went back (restored from a backup) while our lease survived it.
+ * A watch then resumes at a revision the store has not reached and stays
+ * silent until it does. Two ranges and two new streams a minute are cheap. */
+#define RESYNC_INTERVAL_MS 60000
+#define RESYNC_RETRY_MS 1000 /* after a failed read */
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 5000
 #define ETCD_REQUEST_TIMEOUT_MS 3000 /* also bounds how long a stop can wait */
@@ -49,8 +57,6 @@ struct kf_registry {
     kf_etcd *etcd;
     char node_key[128];
     char usage_key[128];
-    char admin_key[128];
-    char pool_key[128];
     char lease_path[300]; /* STATE/node.lease */
     char *node_json;      /* the node record, fixed for this process */
 
@@ -62,13 +68,14 @@ struct kf_registry {
     bool stop;            /* under mu */
     bool lost;            /* under mu: the keeper reported the lease lost */
     char lost_why[KF_ERROR_MSG_MAX + 64]; /* under mu */
-    kf_registry_status status;            /* under mu */
+    bool registered;                      /* under mu */
 
     /* the registry thread's own */
     int64_t lease;        /* 0 = not registered */
     int64_t ttl_s;
     int64_t prev_lease;   /* a lease our records may still sit on */
     kf_etcd_keeper *keeper;
+    kf_registry_watch *records; /* the admin and pool records */
     kf_node_usage published;
     bool published_ok;
     char last_warn[KF_ERROR_MSG_MAX + 128];
@@ -85,7 +92,7 @@ static void warn_once(kf_registry *r, const char *msg) {
 
 static void set_registered(kf_registry *r, bool on) {
     pthread_mutex_lock(&r->mu);
-    r->status.registered = on;
+    r->registered = on;
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -229,46 +236,17 @@ static int register_node(kf_registry *r, kf_error *err) {
     return 0;
 }
 
-static void read_admin(kf_registry *r) {
-    kf_etcd_kv kv = {0};
+/* Read the admin and pool records and (re)start their watches. Returns
+ * the monotonic time of the next re-read. */
+static int64_t resync_records(kf_registry *r, int64_t now) {
     kf_error err = {0};
-    kf_node_admin admin = {0};
-    int rc = kf_etcd_get(r->etcd, r->admin_key, strlen(r->admin_key), &kv, &err);
-    if (rc == 0 && kf_node_admin_parse(kv.value, kv.value_len, &admin) < 0) {
+    if (kf_registry_watch_sync(r->records, &err) < 0) {
         char msg[sizeof(r->last_warn)];
-        snprintf(msg, sizeof(msg), "%s is not a valid admin record; ignored", r->admin_key);
+        snprintf(msg, sizeof(msg), "%s (the last values stay; retrying)", err.msg);
         warn_once(r, msg);
-        rc = -EBADMSG;
+        return now + RESYNC_RETRY_MS;
     }
-    kf_etcd_kv_done(&kv);
-    if (rc < 0 && rc != -ENOENT)
-        return; /* keep what we knew */
-    pthread_mutex_lock(&r->mu);
-    bool changed = !r->status.admin_known || r->status.admin.cordoned != admin.cordoned;
-    r->status.admin = admin;
-    r->status.admin_known = true;
-    pthread_mutex_unlock(&r->mu);
-    if (changed && admin.cordoned)
-        kf_info("registry: node is cordoned by '%s': %s", admin.by, admin.reason);
-}
-
-/* The scheduler's pool target for this node, applied to the pool; no
- * record: back to --pool. An unreadable record keeps the current target. */
-static void read_pool(kf_registry *r) {
-    kf_etcd_kv kv = {0};
-    kf_error err = {0};
-    uint32_t target = r->a->cfg.pool_size;
-    int rc = kf_etcd_get(r->etcd, r->pool_key, strlen(r->pool_key), &kv, &err);
-    if (rc == 0 && kf_pool_record_parse(kv.value, kv.value_len, &target) < 0) {
-        char msg[sizeof(r->last_warn)];
-        snprintf(msg, sizeof(msg), "%s is not a valid pool record; ignored", r->pool_key);
-        warn_once(r, msg);
-        rc = -EBADMSG;
-    }
-    kf_etcd_kv_done(&kv);
-    if (rc < 0 && rc != -ENOENT)
-        return;
-    kf_pool_set_target(r->a, rc == -ENOENT ? r->a->cfg.pool_size : target);
+    return now + RESYNC_INTERVAL_MS;
 }
 
 /* Sleeps until the monotonic time `until_ms`, a lost lease or stop.
@@ -303,7 +281,7 @@ static void deregister(kf_registry *r) {
 
 static void *registry_main(void *arg) {
     kf_registry *r = arg;
-    int64_t backoff = BACKOFF_MIN_MS, wake = 0, next_usage = 0, next_admin = 0;
+    int64_t backoff = BACKOFF_MIN_MS, wake = 0, next_usage = 0, next_resync = 0;
     while (!registry_sleep(r, wake)) {
         pthread_mutex_lock(&r->mu);
         bool lost = r->lost;
@@ -326,7 +304,7 @@ static void *registry_main(void *arg) {
             }
             backoff = BACKOFF_MIN_MS;
             next_usage = now + USAGE_INTERVAL_MS; /* registering published it */
-            next_admin = now;
+            next_resync = now; /* etcd may have been wiped: read afresh */
         }
         if (now >= next_usage) {
             publish_usage(r);
@@ -336,13 +314,11 @@ static void *registry_main(void *arg) {
                 continue;
             }
         }
-        if (now >= next_admin) {
-            read_admin(r);
-            read_pool(r);
-            next_admin = now + ADMIN_INTERVAL_MS;
-        }
-        wake = next_usage < next_admin ? next_usage : next_admin;
+        if (now >= next_resync)
+            next_resync = resync_records(r, now);
+        wake = next_usage < next_resync ? next_usage : next_resync;
     }
+    kf_registry_watch_stop(r->records);
     deregister(r);
     return NULL;
 }
@@ -374,8 +350,6 @@ int kf_registry_new(kf_agent *a, kf_registry **out, kf_error *err) {
     pthread_condattr_destroy(&ca);
     snprintf(r->node_key, sizeof(r->node_key), KF_KEY_NODES "%s", c->node_name);
     snprintf(r->usage_key, sizeof(r->usage_key), KF_KEY_USAGE "%s", c->node_name);
-    snprintf(r->admin_key, sizeof(r->admin_key), KF_KEY_ADMIN "%s", c->node_name);
-    snprintf(r->pool_key, sizeof(r->pool_key), KF_KEY_POOLS "%s", c->node_name);
     snprintf(r->lease_path, sizeof(r->lease_path), "%s/node.lease", c->state_dir);
     r->prev_lease = load_lease(r);
 
@@ -409,6 +383,8 @@ int kf_registry_new(kf_agent *a, kf_registry **out, kf_error *err) {
     };
     if (rc == 0)
         rc = kf_etcd_client_new(&o, &r->etcd, err); /* copies the strings */
+    if (rc == 0)
+        rc = kf_registry_watch_new(a, r->etcd, &r->records, err);
     if (password)
         explicit_bzero(password, strlen(password));
     if (rc < 0) {
@@ -438,6 +414,7 @@ kf_registry *kf_registry_free(kf_registry *r) {
         pthread_join(r->thread, NULL);
     }
     r->keeper = kf_etcd_lease_keeper_stop(r->keeper);
+    r->records = kf_registry_watch_free(r->records); /* before the client it uses */
     r->etcd = kf_etcd_client_free(r->etcd);
     free(r->node_json);
     pthread_cond_destroy(&r->cv);
@@ -448,8 +425,9 @@ kf_registry *kf_registry_free(kf_registry *r) {
 
 void kf_registry_status_get(kf_registry *r, kf_registry_status *out) {
     pthread_mutex_lock(&r->mu);
-    *out = r->status;
+    out->registered = r->registered;
     pthread_mutex_unlock(&r->mu);
+    kf_registry_watch_admin(r->records, &out->admin, &out->admin_known);
 }
 
 kf_etcd *kf_registry_etcd(kf_registry *r) { return r->etcd; }

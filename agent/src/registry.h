@@ -8,8 +8,9 @@
  * cleanly stopped node disappears at once; after kill -9 it lapses with the
  * TTL).
  *
- * The thread owns the etcd client, the lease and its keeper. It shares with
- * handler threads only the status below, under the registry's mutex.
+ * The thread owns the etcd client, the lease and its keeper, and the
+ * watches on this node's admin and pool records (registry_watch.h). It
+ * shares with handler threads only the status below, under mutexes.
  */
 #ifndef KF_AGENT_REGISTRY_H
 #define KF_AGENT_REGISTRY_H
@@ -33,14 +34,15 @@ int kf_registry_new(kf_agent *a, kf_registry **out, kf_error *err);
 int kf_registry_start(kf_registry *r, kf_error *err);
 
 /* kf_registry_free - stop the thread (waits for an etcd request in flight:
- * at most 3 s per endpoint tried), stop the keeper, revoke the lease (best
- * effort, same bound) and free. NULL-safe; returns NULL. */
+ * at most 3 s per endpoint tried), stop the record watches and the keeper,
+ * revoke the lease (best effort, same bound) and free. NULL-safe; returns
+ * NULL. */
 kf_registry *kf_registry_free(kf_registry *r);
 
 typedef struct kf_registry_status {
     bool registered;      /* the node record is on a live lease, as far as we know */
     bool admin_known;     /* the admin record was read at least once */
-    kf_node_admin admin;  /* as last read (every few seconds) */
+    kf_node_admin admin;  /* as last read or seen by the watch */
 } kf_registry_status;
 
 /* kf_registry_status - a copy of the current status. Thread-safe,
