@@ -17,13 +17,16 @@
  *   - the txn succeeded: every entry won. A compare failed, or etcd refused
  *     the txn without applying it (a request lease that is gone, a bad
  *     argument): each entry is committed again on its own, which tells
- *     exactly which lost (and whether its request id was taken). A
+ *     exactly which lost (and whether its request id was taken); each is
+ *     answered as soon as its own txn ran. A
  *     transport failure (outcome unknown) is every entry's error: each
- *     create then deletes its records, as an unbatched create would.
+ *     create then deletes its records, as an unbatched create would (its
+ *     request record only if the value is still its own: create.c).
  *
  * Entries live on their callers' stacks; the queue and the in-flight count
  * are under b->mu, and an entry's result fields are written by the thread
- * that ran its txn before it sets `done` under the lock.
+ * that ran its txn before it sets `done` under the lock; after that the
+ * entry is never touched (its owner may have returned).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -110,8 +113,21 @@ static void commit_one(kf_etcd *etcd, kf_commit_entry *e) {
     kf_etcd_txn_result_done(&res);
 }
 
-/* The entries in one txn (n >= 2; keys distinct, see take()). */
-static void commit_many(kf_etcd *etcd, kf_commit_entry **es, size_t n) {
+/* Marks `e` done and wakes its owner, who may then return (and its entry
+ * with it): nothing may touch `e` afterwards. */
+static void finish_one(kf_commit_batch *b, kf_commit_entry *e) {
+    pthread_mutex_lock(&b->mu);
+    e->done = true;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* The entries in one txn (n >= 2; keys distinct, see take()). Returns how
+ * many of es[0..n) it has finished itself (finish_one): when the txn must
+ * be redone entry by entry, each is finished as soon as its own txn ran,
+ * so the winners do not wait for the losers. */
+static size_t commit_many(kf_commit_batch *b, kf_commit_entry **es, size_t n) {
+    kf_etcd *etcd = b->etcd;
     kf_etcd_cmp cmps[3 * KF_COMMIT_BATCH_MAX];
     kf_etcd_op puts[2 * KF_COMMIT_BATCH_MAX];
     size_t nc = 0, np = 0;
@@ -134,27 +150,35 @@ static void commit_many(kf_etcd *etcd, kf_commit_entry **es, size_t n) {
     kf_error err = {0};
     bool ok = false;
     int rc = kf_etcd_txn(etcd, cmps, nc, puts, np, NULL, 0, &ok, NULL, &err);
+    /* -ENOENT: a request lease is gone; -EINVAL: refused (e.g. a server
+     * --max-txn-ops below this batch's compares); nothing was written */
     if (rc == 0 && ok) {
         for (size_t i = 0; i < n; i++) {
             es[i]->rc = 0;
             es[i]->won = true;
             es[i]->rid_taken = false;
         }
-        return;
+        return 0;
     }
     if (rc == 0 || rc == -ENOENT || rc == -EINVAL) {
         /* nothing was written: find out entry by entry */
-        kf_debug("batched commit of %zu sessions %s; committing each alone", n,
-                 rc == 0 ? "lost a compare" : err.msg);
-        for (size_t i = 0; i < n; i++)
+        if (rc == -EINVAL)
+            kf_warn("batched commit of %zu sessions refused (%s); committing each alone", n, err.msg);
+        else
+            kf_debug("batched commit of %zu sessions %s; committing each alone", n,
+                     rc == 0 ? "lost a compare" : err.msg);
+        for (size_t i = 0; i < n; i++) {
             commit_one(etcd, es[i]);
-        return;
+            finish_one(b, es[i]);
+        }
+        return n;
     }
     for (size_t i = 0; i < n; i++) {
         es[i]->rc = rc;
         es[i]->won = es[i]->rid_taken = false;
         es[i]->err = err;
     }
+    return 0;
 }
 
 static bool same_key(const kf_commit_entry *a, const kf_commit_entry *b) {
@@ -204,16 +228,17 @@ int kf_commit_batch_run(kf_commit_batch *b, kf_commit_entry *e) {
         size_t n = take(b, batch);
         b->inflight++;
         pthread_mutex_unlock(&b->mu);
+        size_t finished = 0; /* batch[0..finished) may be gone already */
         if (n == 1)
             commit_one(b->etcd, batch[0]);
         else
-            commit_many(b->etcd, batch, n);
+            finished = commit_many(b, batch, n);
         pthread_mutex_lock(&b->mu);
         b->inflight--;
         b->txns++;
         b->entries += n;
         kf_sched_metrics_commit_txn(b->metrics, n);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = finished; i < n; i++)
             batch[i]->done = true;
         pthread_cond_broadcast(&b->cv);
     }

@@ -22,7 +22,8 @@
  *    absent (the loser of two racing creates of one request id answers as
  *    a retry of the winner's);
  * 3. kfleet.v1.Agent/StartSession on that node with the id and tenant;
- * 4. on failure the record (with its request record) is deleted (never leaked) and the next node is
+ * 4. on failure the record (with its request record, if that is this
+ *    attempt's own) is deleted (never leaked) and the next node is
  *    tried once, under a fresh id (the failed node may hold the old one,
  *    e.g. a tombstone); the client gets the agent's Session, or the last
  *    error.
@@ -141,19 +142,27 @@ static int commit(kf_sched *s, const char *id, const kf_node_addr *n, const char
     return rc;
 }
 
-/* Deletes the session record (and the request record of `cr`) of a
- * create that failed, in one txn: a retry of the request then makes a
- * new attempt instead of finding a session that never started. */
-static void forget(kf_sched *s, const char *id, const kf_create_req *cr) {
+/* Deletes the session record of a create that failed, and the request
+ * record of `cr` only if it is this attempt's own (its value is
+ * `rid_record`, which names this attempt's session id): a retry of the
+ * request then makes a new attempt instead of finding a session that never
+ * started, and a retry that failed never deletes the record of the create
+ * it retried. One txn; the session id is this attempt's alone. */
+static void forget(kf_sched *s, const char *id, const kf_create_req *cr, const char *rid_record) {
     char key[sizeof(KF_KEY_SESSIONS) + KF_SESSION_ID_MAX];
     snprintf(key, sizeof(key), "%s%s", KF_KEY_SESSIONS, id);
-    const char *rkey = cr ? cr->key : "";
+    const char *rkey = cr && rid_record ? cr->key : "";
+    kf_etcd_cmp mine = {.key = rkey, .key_len = strlen(rkey), .target = KF_ETCD_CMP_VALUE,
+                        .result = KF_ETCD_CMP_EQUAL, .value = rid_record,
+                        .value_len = rid_record ? strlen(rid_record) : 0};
     kf_etcd_op dels[] = {
         {.type = KF_ETCD_OP_DELETE, .key = key, .key_len = strlen(key)},
         {.type = KF_ETCD_OP_DELETE, .key = rkey, .key_len = strlen(rkey)},
     };
     kf_error e = {0};
-    if (kf_etcd_txn(s->etcd, NULL, 0, dels, cr ? 2 : 1, NULL, 0, NULL, NULL, &e) < 0)
+    int rc = rkey[0] ? kf_etcd_txn(s->etcd, &mine, 1, dels, 2, dels, 1, NULL, NULL, &e)
+                     : kf_etcd_txn(s->etcd, NULL, 0, dels, 1, NULL, 0, NULL, NULL, &e);
+    if (rc < 0)
         kf_warn("session %s: record not deleted: %s", id, e.msg);
     kf_session_table_remove(s->sessions, id);
 }
@@ -249,7 +258,7 @@ void kf_sched_create(kf_call *c, void *ud) {
         if (rc < 0) {
             /* outcome unknown for a write: delete to be sure nothing leaks */
             kf_view_unreserve(s->view, n.node, id);
-            forget(s, id, cr);
+            forget(s, id, cr, rid_record);
             kf_call_finish(c, KF_ST_UNAVAILABLE, err.msg);
             return;
         }
@@ -302,7 +311,7 @@ void kf_sched_create(kf_call *c, void *ud) {
         const char *why = st.message[0] ? st.message : err.msg;
         kf_warn("session %s: start on %s failed: %s: %s", id, n.node,
                 kf_grpc_status_name(st.code), why);
-        forget(s, id, cr);
+        forget(s, id, cr, rid_record);
         kf_view_unreserve(s->view, n.node, id);
         last_st = (kf_status)st.code;
         snprintf(last_msg, sizeof(last_msg), "node %s: %s", n.node, why);

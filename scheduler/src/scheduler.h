@@ -350,8 +350,10 @@ int kf_commit_batch_new(kf_etcd *etcd, struct kf_sched_metrics *metrics, kf_comm
 kf_commit_batch *kf_commit_batch_free(kf_commit_batch *b);
 /* kf_commit_batch_run - commit `e`, folded into one etcd txn with other
  * commits that are waiting at the same time (see the file comment). Blocks
- * until its txn has run; returns e->rc. rc < 0 other than -ENOENT (lease
- * gone) means the outcome is unknown: the caller deletes what it put. */
+ * until its txn has run; returns e->rc. rc < 0 may mean the outcome is
+ * unknown (a transport failure; -ENOENT: the lease is gone, nothing was
+ * written): the caller deletes what it may have put, guarded so that it
+ * never deletes another create's request record. */
 int kf_commit_batch_run(kf_commit_batch *b, kf_commit_entry *e);
 /* kf_commit_batch_stats - txns run and entries committed through them. */
 void kf_commit_batch_stats(kf_commit_batch *b, uint64_t *txns, uint64_t *entries);

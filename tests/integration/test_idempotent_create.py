@@ -9,8 +9,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -302,3 +304,34 @@ def test_fingerprint_is_the_documented_hash(scheds, etcd):
         assert etcd.get_json(req_key("", "fp-doc"))["fingerprint"] == hashlib.sha256(text.encode()).hexdigest()
     finally:
         c.delete(s1.id)
+
+
+def test_failed_retry_keeps_the_original_record(scheds, etcd):
+    """A retry whose commit ends with its outcome unknown (etcd stopped past
+    the scheduler's 3 s request timeout) cleans up after itself, but never
+    deletes the request record of the create it retried: a later retry
+    still gets the original session. Last in the module: the pause lapses
+    the agents' 3 s leases (they re-register)."""
+    c = scheds[0].client()
+    s1 = create(c, "stall-rid")
+    errors = []
+
+    def stalled_retry():
+        try:
+            create(c, "stall-rid", timeout=30)
+        except grpc.RpcError as e:
+            errors.append(e.code())
+    etcd.proc.send_signal(signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=stalled_retry)
+        t.start()
+        time.sleep(4.5)  # the commit times out at 3 s; the clean-up txn waits for etcd
+    finally:
+        etcd.proc.send_signal(signal.SIGCONT)
+    t.join(60)
+    assert errors == [grpc.StatusCode.UNAVAILABLE], errors  # the path under test ran
+    rec = etcd.get_json(req_key("", "stall-rid"))
+    assert rec and rec["session_id"] == s1.id, rec
+    # once the nodes are back, the retry is answered with the original session
+    assert h.eventually(lambda: create(c, "stall-rid", timeout=30), timeout=60).id == s1.id
+    c.delete(s1.id)
