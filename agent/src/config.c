@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kf/cleanup.h"
+#include "kf/grpc_server.h"
 #include "kf/metrics_http.h"
 #include "kf/util.h"
 
@@ -313,12 +314,8 @@ int kf_agent_config_parse(kf_agent_config *c, int argc, char **argv, kf_error *e
     if (strlen(c->state_dir) > 72)
         return kf_error_set(err, -ENAMETOOLONG, 0,
                             "--state-dir: at most 72 characters (unix socket paths live below it)");
-    if (!c->tls_cert[0] != !c->tls_key[0])
-        return kf_error_set(err, -EINVAL, 0, "--tls-cert and --tls-key go together");
-    if (c->tls_client_ca[0] && !c->tls_cert[0])
-        return kf_error_set(err, -EINVAL, 0, "--tls-client-ca needs --tls-cert and --tls-key");
-    if (c->tls_cert[0] && !c->listen_tcp[0])
-        return kf_error_set(err, -EINVAL, 0, "--tls-cert applies to --listen-tcp, which is not set");
+    if (kf_server_tls_flags_check(c->tls_cert, c->tls_key, c->tls_client_ca, c->listen_tcp, err) < 0)
+        return err->code;
     if (!c->etcd_cert[0] != !c->etcd_key[0])
         return kf_error_set(err, -EINVAL, 0, "--etcd-cert and --etcd-key go together");
     if (!c->etcd_user[0] != !c->etcd_password_file[0])

@@ -549,3 +549,14 @@ void kf_server_free(kf_server *s) {
     free(s);
     grpc_shutdown();
 }
+
+int kf_server_tls_flags_check(const char *cert, const char *key, const char *client_ca,
+                              const char *listen_tcp, kf_error *err) {
+    if (!cert[0] != !key[0])
+        return kf_error_set(err, -EINVAL, 0, "--tls-cert and --tls-key go together");
+    if (client_ca[0] && !cert[0])
+        return kf_error_set(err, -EINVAL, 0, "--tls-client-ca needs --tls-cert and --tls-key");
+    if (cert[0] && !listen_tcp[0])
+        return kf_error_set(err, -EINVAL, 0, "--tls-cert applies to --listen-tcp, which is not set");
+    return 0;
+}

@@ -208,12 +208,8 @@ int kf_sched_config_parse(kf_sched_config *c, int argc, char **argv, kf_error *e
         return kf_error_set(err, -EINVAL, 0, "unexpected argument '%s'", argv[optind]);
     if (!c->etcd_endpoints[0])
         return kf_error_set(err, -EINVAL, 0, "--etcd is required");
-    if (!c->tls_cert[0] != !c->tls_key[0])
-        return kf_error_set(err, -EINVAL, 0, "--tls-cert and --tls-key go together");
-    if (c->tls_client_ca[0] && !c->tls_cert[0])
-        return kf_error_set(err, -EINVAL, 0, "--tls-client-ca needs --tls-cert and --tls-key");
-    if (c->tls_cert[0] && !c->listen_tcp[0])
-        return kf_error_set(err, -EINVAL, 0, "--tls-cert applies to --listen-tcp, which is not set");
+    if (kf_server_tls_flags_check(c->tls_cert, c->tls_key, c->tls_client_ca, c->listen_tcp, err) < 0)
+        return err->code;
     if (c->rebalance_low_pct >= c->rebalance_high_pct)
         return kf_error_set(err, -EINVAL, 0, "--rebalance-low must be below --rebalance-high (hysteresis)");
     if (!c->node_tls_cert[0] != !c->node_tls_key[0])

@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 
 import grpc
@@ -315,13 +314,7 @@ def test_admin_record_is_read_not_written(up, etcd):
 
 # ---- TLS on the TCP listener -------------------------------------------
 
-@pytest.fixture(scope="module")
-def certs():
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed")
-    d = tempfile.mkdtemp(prefix="kfc-")
-    yield h.make_certs(d)
-    shutil.rmtree(d, ignore_errors=True)
+# certs: the fixture in conftest.py
 
 
 def tls_agent(certs, mtls, uid_off):

@@ -57,6 +57,13 @@ typedef struct kf_server_tls {
  * address cannot be bound (a cert/key mismatch shows up here too). */
 int kf_server_listen_tls(kf_server *s, const char *addr, const kf_server_tls *tls, kf_error *err);
 
+/* kf_server_tls_flags_check - the daemons' --tls-cert/--tls-key/
+ * --tls-client-ca/--listen-tcp flags ("" = not given) fit together: cert
+ * and key go together, a client CA needs them, and they need a TCP
+ * listener. -EINVAL naming the flags, else 0. */
+int kf_server_tls_flags_check(const char *cert, const char *key, const char *client_ca,
+                              const char *listen_tcp, kf_error *err);
+
 /* kf_server_start - start serving (spawns the first workers). */
 int kf_server_start(kf_server *s, kf_error *err);
 
