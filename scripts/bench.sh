@@ -14,7 +14,9 @@
 # then the cluster's figures: scripts/bench-scheduler.sh: (g) creates/s
 # through kfleet-scheduler with etcd and warm pools, (h) `1+1` through the
 # scheduler vs the agent; and (f) scheduler leader failover time vs the
-# leader lease TTL (tests/bench/bench_failover.py; FAILOVER_TTL, FAILOVER_N).
+# leader lease TTL (tests/bench/bench_failover.py; FAILOVER_TTL, FAILOVER_N);
+# (i) the scheduler's cluster view and calls with 1,000 simulated nodes
+# (a load generator for benchmarks only) vs 10 (tests/bench/bench_sim_nodes.py).
 # Placement decisions/s (in-process, 100/1,000/10,000 nodes) are printed by
 # build/scheduler/placement/kf-bench-placement (README).
 # Usage: [PARTS=agent,scheduler] scripts/bench.sh [BUILD_DIR]   (root; builds if needed)
@@ -27,6 +29,7 @@ if [[ ",$PARTS," != *,agent,* ]]; then
   if [[ ",$PARTS," == *,scheduler,* ]]; then
     "$here/scripts/bench-scheduler.sh" "$build"
     KF_BUILD_DIR="$build" /usr/bin/python3 "$here/tests/bench/bench_failover.py"
+    KF_BUILD_DIR="$build" /usr/bin/python3 "$here/tests/bench/bench_sim_nodes.py"
   fi
   exit 0
 fi
@@ -127,4 +130,7 @@ if [[ ",$PARTS," == *,scheduler,* ]]; then
   echo
   echo "== (f) scheduler leader failover: kill -9 the leader, time until the other replica leads"
   KF_BUILD_DIR="$build" /usr/bin/python3 "$here/tests/bench/bench_failover.py"
+  echo
+  echo "== (i) the scheduler with 1,000 simulated nodes vs 10 (tests/bench/bench_sim_nodes.py)"
+  KF_BUILD_DIR="$build" /usr/bin/python3 "$here/tests/bench/bench_sim_nodes.py"
 fi
